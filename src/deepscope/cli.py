@@ -1,0 +1,180 @@
+"""The command line: ``deepscope list | show | run | report``.
+
+Exit codes: 0 everything ran; 1 a study failed (the others still ran and are stored);
+2 bad usage or input (unknown study, key, type, unreadable data), reported as one line that
+names the fix, before any training starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import ConfigError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors raise instead of printing, so every one is a single line."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r} (e.g. --set epochs=100)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="deepscope", description="Probes and classic studies of how neural "
+                "networks fit, optimise and generalise.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the studies")
+    show = sub.add_parser("show", help="config fields, defaults and scales of a study")
+    show.add_argument("study")
+    run = sub.add_parser("run", help="run a study (or all) and store its results")
+    run.add_argument("study", help="study name, or 'all'")
+    run.add_argument("--scale", default="default", help="quick | default | full")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field (repeatable)")
+    run.add_argument("--out", default="deepscope-results", help="results directory")
+    run.add_argument("--device", default="cpu", help="cpu | cuda")
+    run.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    run.add_argument("--data-dir", default=None,
+                     help="directory of MNIST IDX files (else $DEEPSCOPE_DATA, else shipped)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    rep = sub.add_parser("report", help="write OUT/report.html from the stored runs")
+    rep.add_argument("--out", default="deepscope-results", help="results directory")
+    return p
+
+
+def _cmd_list() -> int:
+    from .studies import STUDIES
+
+    width = max(map(len, STUDIES))
+    for name, study in STUDIES.items():
+        print(f"{name:<{width}}  {study.summary}")
+    return EXIT_OK
+
+
+def _cmd_show(name: str) -> int:
+    from .runner import get_study
+    from .studies.base import config_fields
+
+    study = get_study(name)
+    print(f"{name}: {study.summary}\n")
+    rows = config_fields(study)
+    w = max(len(r[0]) for r in rows)
+    t = max(len(r[1]) for r in rows)
+    for fname, tname, default, doc in rows:
+        print(f"  {fname:<{w}}  {tname:<{t}}  {default!s:<22} {doc}")
+    print("\nscales (overrides of the defaults above):")
+    for scale, over in study.scales.items():
+        print(f"  {scale}: " + ", ".join(f"{k}={v}" for k, v in over.items()))
+    return EXIT_OK
+
+
+def _check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create results directory {out}: {e.strerror}; "
+                         "choose another with --out") from e
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"results directory {out} is not writable; choose another with --out")
+
+
+def _cmd_run(args) -> int:
+    import torch
+
+    from .report import write_report
+    from .runner import get_study, resolve_device, run_study
+    from .studies import STUDIES, make_config
+
+    names = list(STUDIES) if args.study == "all" else [get_study(args.study).name]
+    sets = _parse_sets(args.sets)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    resolve_device(args.device)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
+    # With 'all', a key applies to the studies that have it; it must exist in at least one.
+    per_study = {}
+    for name in names:
+        study = STUDIES[name]
+        fields = study.Config.__dataclass_fields__
+        mine = {k: v for k, v in sets.items() if k in fields or len(names) == 1}
+        per_study[name] = mine
+        make_config(study, args.scale, mine)  # validate everything before any work starts
+    for key in sets:
+        if not any(key in d for d in per_study.values()):
+            raise ConfigError(f"no study has config key {key!r} (see `deepscope show STUDY`)")
+    out = Path(args.out)
+    _check_out(out)
+
+    failed, summary = [], []
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            run = run_study(name, args.scale, out, per_study[name], device=args.device,
+                            data_dir=args.data_dir,
+                            progress=False if args.no_progress else None)
+        except UsageError:
+            raise
+        except Exception as e:  # one study failing must not stop the others
+            traceback.print_exc()
+            failed.append(name)
+            summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
+                           f"{type(e).__name__}: {e}")
+            continue
+        first = run.meta["findings"][0] if run.meta["findings"] else ""
+        summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  {first[:90]}")
+        print(f"{name}: stored in {run.path}", file=sys.stderr)
+    report = write_report(out)
+    print("\n".join(summary))
+    print(f"report: {report}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(Path(args.out)))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``deepscope`` command; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "show":
+            return _cmd_show(args.study)
+        if args.command == "run":
+            return _cmd_run(args)
+        return _cmd_report(args)
+    except UsageError as e:
+        print(f"deepscope: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("deepscope: interrupted; finished pieces are cached, re-run to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

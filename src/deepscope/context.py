@@ -1,0 +1,94 @@
+"""The context a study runs in: device, threads, data location, and ``map``.
+
+A study's ``run(cfg, ctx)`` is a straight line of code. Whatever it can split into independent
+pieces — seeds, depths, widths, batch sizes — it hands to ``ctx.map(fn, items)``, which
+
+* caches each finished piece in ``cache/HASH.npz`` under a hash of (study, config, function,
+  item), so an interrupted run resumes without recomputing what was done;
+* shows one progress bar over the pieces;
+* records the seconds each piece took, for ``meta.json``.
+
+A piece returns a flat ``{name: np.ndarray}`` — exactly what can be stored without pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from .errors import UsageError
+from .store import load_arrays, save_arrays
+
+Piece = dict[str, np.ndarray]
+
+
+@dataclass
+class Context:
+    """Where and how a study runs.
+
+    Attributes:
+        study: name of the running study (part of every cache key).
+        config: the study's config as a dict (part of every cache key).
+        device: torch device for data, models and probes.
+        cache_dir: where pieces are cached; ``None`` disables caching.
+        data_dir: directory of IDX files (``--data-dir``), else the default search order.
+        progress: show progress bars (``None``: when stderr is a terminal).
+    """
+
+    study: str = "adhoc"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache_dir: Path | None = None
+    data_dir: Path | None = None
+    progress: bool | None = None
+    piece_seconds: list[float] = field(default_factory=list)
+    pieces_cached: int = 0
+
+    def load(self, name: str, **kwargs: Any) -> data_mod.Data:
+        """``deepscope.load`` with this context's data directory, on this context's device."""
+        return data_mod.load(name, data_dir=self.data_dir, **kwargs).to(device=self.device)
+
+    def _key(self, fn: Callable, item: Any) -> str:
+        text = json.dumps(
+            {"study": self.study, "config": dict(self.config),
+             "fn": f"{fn.__module__}.{fn.__qualname__}", "item": item},
+            sort_keys=True, default=repr,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def map(self, fn: Callable[[Any], Piece], items: Iterable[Any], desc: str = "") -> list[Piece]:
+        """``[fn(item) for item in items]``, each piece cached, with a progress bar.
+
+        ``fn`` must be a pure function of its item (and the study config): the cache key is
+        built from its qualified name and the item's JSON form.
+        """
+        items = list(items)
+        out: list[Piece] = []
+        bar = tqdm(items, desc=desc or self.study, unit="piece", leave=False,
+                   disable=None if self.progress is None else not self.progress)
+        for item in bar:
+            path = self.cache_dir / f"{self._key(fn, item)}.npz" if self.cache_dir else None
+            if path is not None and path.exists():
+                try:
+                    out.append(load_arrays(path))
+                    self.pieces_cached += 1
+                    continue
+                except UsageError:  # a damaged cache file is recomputed, never trusted
+                    path.unlink(missing_ok=True)
+            start = time.perf_counter()
+            piece = {k: np.asarray(v) for k, v in fn(item).items()}
+            self.piece_seconds.append(time.perf_counter() - start)
+            if path is not None:
+                save_arrays(path, piece)
+            out.append(piece)
+        return out

@@ -1,0 +1,81 @@
+"""Parameters as one flat vector θ.
+
+Every probe in deepscope is a function of the flat parameter vector θ ∈ R^P: the Hessian is
+∇²_θ L(θ), an interpolation is L((1−α)θ₁ + αθ₂), a loss surface is L(θ + aδ + bη). This module
+is the only place that converts between that vector and the ``{name: tensor}`` dictionaries
+``torch.func.functional_call`` expects, so the order of parameters inside θ is defined once:
+the order of ``model.named_parameters()``, each tensor flattened row-major.
+
+Shapes: ``P`` is the number of parameters; an ensemble of ``M`` members stacks θ as ``(M, P)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+ParamDict = dict[str, Tensor]
+
+
+def param_dict(model: nn.Module) -> ParamDict:
+    """The model's trainable parameters, detached, as ``{name: tensor}`` in module order."""
+    return {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def flatten(params: ParamDict) -> Tensor:
+    """Concatenate ``params`` into θ of shape ``(P,)``."""
+    return torch.cat([p.reshape(-1) for p in params.values()])
+
+
+def flatten_batched(params: ParamDict) -> Tensor:
+    """Stacked parameters ``{name: (M, *shape)}`` → θ of shape ``(M, P)``."""
+    return torch.cat([p.reshape(p.shape[0], -1) for p in params.values()], dim=1)
+
+
+def unflatten(theta: Tensor, like: ParamDict) -> ParamDict:
+    """θ of shape ``(P,)`` → ``{name: tensor}`` with the shapes of ``like``."""
+    out, i = {}, 0
+    for name, p in like.items():
+        n = p.numel()
+        out[name] = theta[i : i + n].view_as(p)
+        i += n
+    if i != theta.numel():
+        raise ValueError(f"θ has {theta.numel()} entries but the model has {i} parameters")
+    return out
+
+
+def get_theta(model: nn.Module) -> Tensor:
+    """The model's current θ, shape ``(P,)``, detached copy."""
+    return flatten(param_dict(model)).clone()
+
+
+def set_theta(model: nn.Module, theta: Tensor) -> None:
+    """Write θ (shape ``(P,)``) into the model's parameters in place."""
+    with torch.no_grad():
+        for p, v in zip(model.parameters(), unflatten(theta, param_dict(model)).values()):
+            p.copy_(v)
+
+
+def objective(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batch: tuple[Tensor, Tensor],
+) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """Turn ``(model, loss_fn, batch)`` into ``f(θ) = loss_fn(model_θ(x), y)`` and the current θ.
+
+    ``f`` is a pure function of the flat vector, so every ``torch.func`` transform (``grad``,
+    ``hessian``, ``jvp``, ``vmap``) applies to it directly. Buffers (e.g. batch-norm statistics)
+    are held fixed at their current values; the model is evaluated as it is (call
+    ``model.eval()`` first if it has dropout).
+    """
+    like = param_dict(model)
+    buffers = dict(model.named_buffers())
+    x, y = batch
+
+    def f(theta: Tensor) -> Tensor:
+        return loss_fn(functional_call(model, (unflatten(theta, like), buffers), (x,)), y)
+
+    return f, flatten(like).clone()

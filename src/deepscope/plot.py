@@ -1,0 +1,50 @@
+"""Shared figure helpers.
+
+Figures are plain ``matplotlib.figure.Figure`` objects rendered with the Agg canvas: no pyplot
+state machine, so plotting is safe in worker processes and tests and never opens a window.
+Every curve over seeds is drawn the same way — the mean as a line, the min–max over seeds as
+a band — so the spread that decides whether a difference is real is always visible.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+# A colour-blind-safe cycle (Okabe & Ito, 2008), used in order for models/settings.
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
+          "#000000"]
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6):
+    """A new Figure with an ``nrows × ncols`` grid of axes (each ``width × height`` inches)."""
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def band(ax, x: np.ndarray, ys: np.ndarray, label: str, color: str, *, linestyle: str = "-",
+         log: bool = False) -> None:
+    """Mean of ``ys`` (shape ``(seeds, len(x))``) as a line, min–max over seeds as a band.
+
+    With ``log=True`` the centre line is the geometric mean, which is what a log axis shows
+    as "the middle".
+    """
+    ys = np.asarray(ys, dtype=float)
+    with np.errstate(all="ignore"):
+        centre = np.exp(np.nanmean(np.log(ys), 0)) if log else np.nanmean(ys, 0)
+        lo, hi = np.nanmin(ys, 0), np.nanmax(ys, 0)
+    ax.plot(x, centre, color=color, linestyle=linestyle, label=label, lw=1.6)
+    if ys.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def to_png(fig: Figure, dpi: int = 110) -> bytes:
+    """Render ``fig`` to PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

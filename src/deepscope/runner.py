@@ -1,0 +1,122 @@
+"""Run a study end to end: config → ``run`` → store → figures → meta.
+
+This is what ``deepscope run STUDY`` and ``deepscope.run(STUDY)`` do. The order of writes is
+chosen so that a directory holding ``meta.json`` always holds a complete run: config, result
+and figures are written (each atomically) before ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .context import Context
+from .errors import ConfigError
+from .plot import to_png
+from .store import (
+    DEFAULT_ROOT,
+    StoredRun,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_run,
+    run_dir,
+    save_arrays,
+)
+from .studies import STUDIES, Study, make_config, suggest
+
+
+def get_study(name: str) -> Study:
+    """The registered study ``name``, or a ConfigError that suggests the closest name."""
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study {name!r}; {suggest(name, list(STUDIES))} "
+                          "(see `deepscope list`)")
+    return STUDIES[name]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``cpu`` (default) or ``cuda``; a clear error when CUDA is asked for but absent."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was given but no CUDA device is available to torch; "
+                          "use --device cpu or install a CUDA build of torch")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+    return dev
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_study(
+    name: str,
+    scale: str = "default",
+    out: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> StoredRun:
+    """Run study ``name`` and store it under ``out``; return the stored run.
+
+    Raises:
+        ConfigError: unknown study, scale or key, or a bad value (before any work starts).
+    """
+    study = get_study(name)
+    cfg = make_config(study, scale, overrides)
+    cfg_dict = dataclasses.asdict(cfg)
+    root = Path(out) if out is not None else DEFAULT_ROOT
+    path = run_dir(root, name, cfg_dict)
+    ctx = Context(study=name, config=cfg_dict, device=resolve_device(device),
+                  cache_dir=root / "cache",
+                  data_dir=Path(data_dir) if data_dir is not None else None, progress=progress)
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    result = study.run(cfg, ctx)
+    seconds = time.perf_counter() - t0
+
+    atomic_write_json(path / "config.json", {"study": name, "config": cfg_dict})
+    save_arrays(path / "result.npz", result)
+    for key, fig in study.plot(result, cfg).items():
+        atomic_write_bytes(path / "figures" / f"{key}.png", to_png(fig))
+    meta = {
+        "study": name,
+        "scale": scale,
+        "overrides": {k: str(v) for k, v in (overrides or {}).items()},
+        "seconds": seconds,
+        "seconds_per_piece": ctx.piece_seconds,
+        "pieces_from_cache": ctx.pieces_cached,
+        "started": started.isoformat(timespec="seconds"),
+        "seeds": cfg_dict.get("seeds"),
+        "device": str(ctx.device),
+        "threads": torch.get_num_threads(),
+        "versions": {"deepscope": _version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "cpus": os.cpu_count()},
+        "git": _git_hash(),
+        "findings": study.findings(result, cfg),
+    }
+    atomic_write_json(path / "meta.json", meta)
+    return load_run(path)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

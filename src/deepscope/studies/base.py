@@ -1,0 +1,163 @@
+"""What a study is, and how its configuration is built from scales and overrides.
+
+A study is a module with a frozen ``Config`` dataclass (its defaults are the ``default``
+scale), ``SCALES`` (overrides for ``quick`` and ``full``), and three functions:
+``run(cfg, ctx) -> {name: array}`` (compute only), ``plot(result, cfg) -> {name: Figure}``
+(no torch) and ``findings(result, cfg) -> [sentence]``. ``Study`` bundles them for the
+registry.
+
+Overrides arrive as strings from ``--set key=value`` or as Python values from
+``deepscope.run(..., key=value)``; :func:`make_config` checks every key against the config's
+fields ("did you mean ...?") and parses every value by the field's declared type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+SCALE_NAMES = ("quick", "default", "full")
+_UNIONS = (typing.Union, types.UnionType)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A registered study: its name, config class, the three functions and its scales."""
+
+    name: str
+    Config: type
+    run: Callable[..., dict[str, np.ndarray]]
+    plot: Callable[..., dict[str, Any]]
+    findings: Callable[..., list[str]]
+    scales: Mapping[str, Mapping[str, Any]]
+    question: str = ""
+
+    @property
+    def summary(self) -> str:
+        """First line of the study module's docstring."""
+        return self.question.strip().splitlines()[0] if self.question else ""
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or the list of choices."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "choose from " + ", ".join(choices)
+
+
+def _parse(text: str, typ: Any, key: str) -> Any:
+    """Parse ``text`` as ``typ`` (int, float, bool, str, tuple[T, ...], T | None)."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in _UNIONS:
+        if text.lower() in ("none", "null", ""):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse(text, inner[0], key)
+    if origin is tuple:
+        parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+        return tuple(_parse(p, args[0], key) for p in parts)
+    if typ is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {text!r}")
+    if typ is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
+    if typ is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    return str(text)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check (and lightly convert) a Python value given for field ``key`` of type ``typ``."""
+    if isinstance(value, str) and typ is not str:
+        return _parse(value, typ, key)
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in _UNIONS:
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, [a for a in args if a is not type(None)][0], key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = (value,)
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is bool and isinstance(value, bool):
+        return value
+    if typ is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def make_config(study: Study, scale: str = "default", overrides: Mapping[str, Any] | None = None):
+    """The study's config at ``scale`` with ``overrides`` applied, type-checked.
+
+    Raises:
+        ConfigError: unknown scale or key (with a suggestion), or a value of the wrong type.
+    """
+    if scale not in SCALE_NAMES:
+        raise ConfigError(f"unknown scale {scale!r}; {suggest(scale, SCALE_NAMES)}")
+    hints = typing.get_type_hints(study.Config)
+    names = [f.name for f in dataclasses.fields(study.Config)]
+    values: dict[str, Any] = dict(study.scales.get(scale, {}))
+    for key, value in (overrides or {}).items():
+        if key not in names:
+            raise ConfigError(
+                f"{study.name} has no config key {key!r}; {suggest(key, names)} "
+                f"(see `deepscope show {study.name}`)"
+            )
+        values[key] = _coerce(value, hints[key], key)
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
+    try:
+        return study.Config(**values)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{study.name}: {e}") from e
+
+
+def config_fields(study: Study) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, doc)`` of every config field; doc from the field metadata."""
+    hints = typing.get_type_hints(study.Config)
+    out = []
+    for f in dataclasses.fields(study.Config):
+        typ = hints[f.name]
+        tname = getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
+        if typing.get_origin(typ) is tuple:
+            tname = f"tuple[{typing.get_args(typ)[0].__name__}, ...]"
+        out.append((f.name, tname, f.default, f.metadata.get("doc", "")))
+    return out
+
+
+def field(default: Any, doc: str) -> Any:
+    """A config field with a default and a one-line meaning (shown by ``deepscope show``)."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+def require(condition: bool, message: str) -> None:
+    """Config validation helper: raise ``ValueError(message)`` unless ``condition``."""
+    if not condition:
+        raise ValueError(message)

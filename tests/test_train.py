@@ -1,0 +1,121 @@
+"""The vectorised trainer equals plain PyTorch training loops, member by member."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import deepscope as ds
+from deepscope.data import Data
+from deepscope.train import batch_generator
+
+torch.set_num_threads(1)
+
+
+def _toy_classification(n_train=96, n_test=40, dim=5, classes=3, seed=0) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_test, dim, generator=g, dtype=torch.float64)
+    w = torch.randn(dim, classes, generator=g, dtype=torch.float64)
+    y = (x @ w).argmax(1)
+    return Data(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
+                name="toy", task="classification", num_classes=classes)
+
+
+def _plain_loop(model, data, optimizer, lr, momentum, epochs, batch_size, seed, member):
+    """The straightforward reference: torch.optim, one member, its own batch generator."""
+    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum))
+    gen = batch_generator(seed, member)
+    n = data.x_train.shape[0]
+    losses, norms = [], []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen) if batch_size else torch.arange(n)
+        for i in range(0, n, batch_size or n):
+            idx = order[i : i + (batch_size or n)]
+            opt.zero_grad()
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            loss.backward()
+            norms.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm())
+            losses.append(loss.item())
+            opt.step()
+    return np.array(losses), torch.stack(norms).numpy()
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "momentum", "batch_size", "epochs"),
+    [("adam", 0.0, 16, 9), ("sgd", 0.9, 16, 9), ("adam", 0.0, None, 50)],
+)
+def test_three_members_equal_three_plain_loops(optimizer, momentum, batch_size, epochs):
+    """3 members, float64, same inits and batch orders, ≥50 steps: equal to 1e-8."""
+    data = _toy_classification()
+    members = [ds.mlp(5, 3, depth=2, width=8, seed=s).double() for s in range(3)]
+    references = [copy.deepcopy(m) for m in members]
+    trace = ds.train(members, data, optimizer=optimizer, lr=0.01, momentum=momentum,
+                     epochs=epochs, batch_size=batch_size, seed=7, record_steps=True,
+                     dtype=torch.float64)
+    assert trace.step_loss.shape == (3, 54 if batch_size else 50)
+    for m, (trained, ref) in enumerate(zip(members, references)):
+        losses, norms = _plain_loop(ref, data, optimizer, 0.01, momentum, epochs, batch_size,
+                                    seed=7, member=m)
+        np.testing.assert_allclose(trace.step_loss[m], losses, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(trace.grad_norm[m], norms, rtol=0, atol=1e-8)
+        for p, q in zip(trained.parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-8)
+
+
+def test_epoch_metrics_are_full_pass_means():
+    data = _toy_classification()
+    members = [ds.mlp(5, 3, depth=1, width=6, seed=s).double() for s in range(2)]
+    trace = ds.train(members, data, epochs=3, batch_size=32, dtype=torch.float64)
+    assert trace.epoch.tolist() == [0, 1, 2, 3]
+    assert trace.train_loss.shape == trace.test_acc.shape == (2, 4)
+    for m, model in enumerate(members):  # the final column is the trained model's full pass
+        with torch.no_grad():
+            out = model(data.x_test)
+        assert trace.test_loss[m, -1] == pytest.approx(F.cross_entropy(out, data.y_test).item())
+        acc = (out.argmax(1) == data.y_test).double().mean().item()
+        assert trace.test_acc[m, -1] == pytest.approx(acc)
+
+
+def test_snapshots_hold_theta_at_the_epochs():
+    data = _toy_classification()
+    members = [ds.mlp(5, 3, depth=1, width=4, seed=s) for s in range(2)]
+    theta0 = torch.stack([ds.params.get_theta(m) for m in members]).numpy()
+    trace = ds.train(members, data, epochs=6, snapshot_every=3)
+    assert trace.snapshot_epoch.tolist() == [0, 3, 6]
+    assert trace.snapshots.shape == (2, 3, ds.count_params(members[0]))
+    np.testing.assert_array_equal(trace.snapshots[:, 0], theta0)
+    np.testing.assert_allclose(trace.snapshots[1, -1], ds.params.get_theta(members[1]).numpy())
+
+
+def test_divergence_stops_only_the_affected_member():
+    data = _toy_classification()
+    members = [ds.mlp(5, 3, depth=1, width=4, seed=s).double() for s in range(2)]
+    with torch.no_grad():  # member 1 starts at a point where the loss overflows
+        members[1][-1].weight.fill_(float("inf"))
+    with pytest.warns(RuntimeWarning, match="member 1 diverged in epoch 1"):
+        trace = ds.train(members, data, epochs=4, dtype=torch.float64)
+    assert trace.diverged_epoch.tolist() == [-1, 1]
+    assert np.isfinite(trace.train_loss[0]).all()
+    assert np.isnan(trace.train_loss[1, 1:]).all()
+
+
+def test_regression_full_batch_reduces_loss():
+    data = ds.load("sinc", n=64, n_test=32)
+    model = ds.mlp(1, 1, depth=2, params=150)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = ds.train(model, data, lr=1e-2, epochs=200)
+    assert np.isnan(trace.train_acc).all()
+    assert trace.train_loss[0, -1] < 0.5 * trace.train_loss[0, 0]
+
+
+def test_mismatched_architectures_are_rejected():
+    data = _toy_classification()
+    with pytest.raises(ValueError, match="one architecture"):
+        ds.train([ds.mlp(5, 3, 1, width=4), ds.mlp(5, 3, 1, width=5)], data)
