@@ -119,3 +119,19 @@ def test_mismatched_architectures_are_rejected():
     data = _toy_classification()
     with pytest.raises(ValueError, match="one architecture"):
         ds.train([ds.mlp(5, 3, 1, width=4), ds.mlp(5, 3, 1, width=5)], data)
+
+
+def test_member_loop_and_vmap_schedules_agree():
+    """The two ways of evaluating member losses give the same training (CNNs use 'loop')."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(48, 1, 28, 28, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (48,), generator=g)
+    data = Data(x[:32], y[:32], x[32:], y[32:], name="img", task="classification",
+                num_classes=10)
+    traces = []
+    for schedule in ("vmap", "loop"):
+        members = [ds.cnn(2, channels=3, seed=s).double() for s in range(2)]
+        traces.append(ds.train(members, data, epochs=2, batch_size=8, record_steps=True,
+                               dtype=torch.float64, member_batching=schedule))
+    np.testing.assert_allclose(traces[0].step_loss, traces[1].step_loss, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(traces[0].test_loss, traces[1].test_loss, rtol=0, atol=1e-10)

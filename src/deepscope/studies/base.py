@@ -60,9 +60,8 @@ def _parse(text: str, typ: Any, key: str) -> Any:
     """Parse ``text`` as ``typ`` (int, float, bool, str, tuple[T, ...], T | None)."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if origin in _UNIONS:
-        if text.lower() in ("none", "null", ""):
-            if type(None) in args:
-                return None
+        if text.lower() in ("none", "null", "") and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _parse(text, inner[0], key)
     if origin is tuple:
@@ -96,7 +95,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if origin in _UNIONS:
         if value is None and type(None) in args:
             return None
-        return _coerce(value, [a for a in args if a is not type(None)][0], key)
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             value = (value,)

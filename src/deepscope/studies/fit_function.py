@@ -107,7 +107,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     figs = {}
     labels = _labels(result)
     for f in cfg.functions:
-        fig, axes = P.figure(2, 1, width=5.2, height=3.8)
+        fig, axes = P.figure(2, 1, width=5.2, height=3.6)
         ax_loss, ax_fit = axes[0]
         epoch = result[f"{f}.epoch"]
         for i, label in enumerate(labels):
@@ -115,14 +115,14 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
         ax_loss.axhline(cfg.threshold * float(result[f"{f}.var"]), color="grey", lw=0.8,
                         ls=":", label=f"threshold ({cfg.threshold:g}·Var y)")
         ax_loss.set(yscale="log", xlabel="epoch", ylabel="training MSE (full batch)",
-                    title=f"{f}: training loss, {cfg.seeds} seeds (mean, min–max)")
-        ax_loss.legend(fontsize=8)
+                    title=f"{f}: training loss")
         x = result[f"{f}.x"]
         ax_fit.plot(x, result[f"{f}.y"], color="black", lw=2.2, label="target", zorder=0)
-        for i, label in enumerate(labels):
-            P.band(ax_fit, x, result[f"{f}.pred"][i], label, P.COLORS[i])
+        for i in range(len(labels)):
+            P.band(ax_fit, x, result[f"{f}.pred"][i], "_", P.COLORS[i])
         ax_fit.set(xlabel="x", ylabel="f(x)", title=f"{f}: fits after {cfg.epochs} epochs")
-        ax_fit.legend(fontsize=8)
+        fig.legend(loc="outside lower center", ncol=3, fontsize=8,
+                   title=f"mean and min–max band over {cfg.seeds} seeds", title_fontsize=8)
         figs[f] = fig
     return figs
 
@@ -154,7 +154,8 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
             ok = [r for r in reach if np.isfinite(r)]
             when = (f"reached the threshold in {len(ok)}/{len(reach)} seeds "
                     f"(median epoch {np.median(ok):.0f})" if ok else "never reached the threshold")
-            parts.append(f"depth {d}: final MSE {final[i].mean():.2e} ± {final[i].std():.1e}, {when}")
+            parts.append(f"depth {d}: final MSE {final[i].mean():.2e} ± {final[i].std():.1e}, "
+                         f"{when}")
         order = np.argsort(final.mean(1))
         best, second = order[0], order[1] if len(order) > 1 else order[0]
         separated = final[best].max() < final[second].min()
@@ -163,8 +164,15 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
                    if separated else
                    f"depth {depths[best]} has the lowest mean, but its seed range overlaps the "
                    f"runner-up (depth {depths[second]}): the difference is within seed spread")
+        # A deep, narrow ReLU net can "die" at initialisation and output a constant
+        # (Lu et al., 2019, "Dying ReLU and initialization"); say so instead of hiding it in
+        # the mean. Constant = prediction spread below 1 % of the target's.
+        spread = result[f"{f}.pred"].std(-1) < 0.01 * float(np.sqrt(result[f"{f}.var"]))
+        dead = [f"{int(spread[i].sum())}/{spread.shape[1]} seeds of depth {d}"
+                for i, d in enumerate(depths) if spread[i].any()]
         diverged = int((result[f"{f}.diverged_epoch"] >= 0).sum())
-        tail = f" {diverged} run(s) diverged." if diverged else ""
+        tail = (f" Collapsed to a constant function (dying ReLU): {', '.join(dead)}."
+                if dead else "") + (f" {diverged} run(s) diverged." if diverged else "")
         lines.append(f"{f} (threshold MSE < {level:.2e}): " + "; ".join(parts) + f". {verdict}."
                      + tail)
     return lines

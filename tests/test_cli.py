@@ -1,0 +1,53 @@
+"""The command line: bad input is one line with a suggestion and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepscope.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "fit-fuction"], "did you mean 'fit-function'?"),
+        (["show", "fit-mnst"], "did you mean 'fit-mnist'?"),
+        (["run", "fit-function", "--set", "epoch=5"], "did you mean 'epochs'?"),
+        (["run", "fit-function", "--set", "epochs=five"], "epochs: expected an integer"),
+        (["run", "fit-function", "--set", "lr=fast"], "lr: expected a number"),
+        (["run", "fit-function", "--set", "epochs=-3"], "epochs must be ≥ 1"),
+        (["run", "fit-function", "--set", "lr=nan"], "lr: must be a finite number"),
+        (["run", "fit-function", "--set", "functions=sinc,sine"], "unknown function 'sine'"),
+        (["run", "fit-function", "--set", "epochs"], "--set expects key=value"),
+        (["run", "fit-function", "--scale", "huge"], "unknown scale 'huge'"),
+        (["run", "all", "--set", "nonsense=1"], "no study has config key 'nonsense'"),
+        (["run", "fit-mnist", "--data-dir", "/nonexistent/dir"], "not a readable directory"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_a_one_line_fix(argv, expected, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path)] if argv[0] == "run" else argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*/*/meta.json"))  # nothing ran
+
+
+def test_list_and_show(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "fit-function" in out and "fit-mnist" in out
+    assert main(["show", "fit-function"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs" in out and "quick:" in out
+
+
+def test_run_writes_store_and_report(tmp_path, capsys):
+    code = main(["run", "fit-function", "--scale", "quick", "--out", str(tmp_path),
+                 "--set", "epochs=20", "--set", "depths=1,2", "--no-progress"])
+    assert code == 0
+    (meta,) = tmp_path.glob("fit-function/*/meta.json")
+    assert (meta.parent / "result.npz").exists() and (meta.parent / "figures/sinc.png").exists()
+    assert (tmp_path / "report.html").exists()
+    assert "ok      fit-function" in capsys.readouterr().out
