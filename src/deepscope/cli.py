@@ -140,13 +140,20 @@ def _cmd_run(args) -> int:
             summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
                            f"{type(e).__name__}: {e}")
             continue
-        first = run.meta["findings"][0] if run.meta["findings"] else ""
-        summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  {first[:90]}")
+        summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  "
+                       f"{_headline(run.meta['findings'])}")
         print(f"{name}: stored in {run.path}", file=sys.stderr)
     report = write_report(out)
     print("\n".join(summary))
     print(f"report: {report}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _headline(findings: list[str], width: int = 100) -> str:
+    """The first finding that is a result (not the model list), cut at a word boundary."""
+    lines = [f for f in findings if not f.startswith("Models:")] or findings or [""]
+    text = lines[0]
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
 
 
 def _cmd_report(args) -> int:
