@@ -20,3 +20,11 @@ def test_library_example_runs_as_written():
     assert lines[0] == "404"
     assert lines[1] == "(5, 5)"
     assert lines[2] == "[ True  True  True  True  True]"
+
+
+def test_probes_example_runs_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[1], "README.md", "exec"), {})
+    assert out.getvalue().splitlines() == ["True", "True", "True True"]

@@ -7,9 +7,17 @@ runs Part 1 first and tests can parametrise over ``STUDIES``.
 from __future__ import annotations
 
 from .base import SCALE_NAMES, Study, make_config, suggest
+from .error_surface import study as _error_surface
 from .fit_function import study as _fit_function
 from .fit_mnist import study as _fit_mnist
+from .grad_norm import study as _grad_norm
+from .min_ratio import study as _min_ratio
+from .pca_trajectory import study as _pca_trajectory
 
-STUDIES: dict[str, Study] = {s.name: s for s in (_fit_function, _fit_mnist)}
+STUDIES: dict[str, Study] = {
+    s.name: s
+    for s in (_fit_function, _fit_mnist, _pca_trajectory, _grad_norm, _min_ratio,
+              _error_surface)
+}
 
 __all__ = ["SCALE_NAMES", "STUDIES", "Study", "make_config", "suggest"]

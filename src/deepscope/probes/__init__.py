@@ -1,0 +1,24 @@
+"""Probes: measurements of any ``nn.Module`` on any data, each a function of flat θ.
+
+See DESIGN.md ("Everything is a function of θ"). Lower-level pieces that work on any matvec
+(Lanczos, Hutchinson, SLQ) live in :mod:`deepscope.probes.linalg`.
+"""
+
+from .critical import CriticalPoints, find_critical_point, gradient_flat_share
+from .gradient import full_gradient, grad_norm
+from .hessian import (
+    MinimalRatio,
+    ensemble_hessians,
+    hessian,
+    hessian_eigenvalues,
+    hessian_trace,
+    hvp,
+    minimal_ratio,
+    ratio_from_eigenvalues,
+    spectral_density,
+)
+
+__all__ = ["CriticalPoints", "MinimalRatio", "ensemble_hessians", "find_critical_point",
+           "full_gradient", "grad_norm", "gradient_flat_share", "hessian",
+           "hessian_eigenvalues", "hessian_trace", "hvp", "minimal_ratio",
+           "ratio_from_eigenvalues", "spectral_density"]

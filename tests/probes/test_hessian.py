@@ -1,0 +1,162 @@
+"""Curvature probes against exact answers on tiny float64 problems."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import deepscope as ds
+from deepscope.params import get_theta, objective
+from deepscope.probes.critical import find_critical_point, gradient_flat_share
+from deepscope.probes.gradient import grad_norm
+from deepscope.probes.hessian import (
+    ensemble_hessians,
+    hessian,
+    hessian_eigenvalues,
+    hessian_trace,
+    hvp,
+    minimal_ratio,
+    mse,
+    spectral_density,
+)
+
+
+def _regression(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, generator=g, dtype=torch.float64)
+    return x, torch.sin(4 * x)
+
+
+def _mlp(seed=0):
+    return ds.mlp(1, 1, depth=2, width=5, activation="tanh", seed=seed).double()
+
+
+def test_hessian_matches_autograd_functional():
+    model, batch = _mlp(), _regression()
+    f, theta = objective(model, F.mse_loss, batch)
+    exact = torch.autograd.functional.hessian(f, theta)
+    torch.testing.assert_close(hessian(model, F.mse_loss, batch), exact, rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_matches_least_squares_closed_form():
+    """L = mean((Xw + b − y)²) has H = (2/N) [X 1]ᵀ [X 1] (weights first, then bias)."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(30, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(4, 1).double()
+    A = torch.cat([X, torch.ones(30, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(hessian(model, F.mse_loss, (X, y)), 2 / 30 * A.T @ A)
+
+
+def test_chunked_hessian_equals_full_batch_and_ensemble_equals_members():
+    x, y = _regression(48)
+    model = _mlp()
+    full = hessian(model, F.mse_loss, (x, y))
+    parts = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
+    torch.testing.assert_close(hessian(model, F.mse_loss, parts), full)
+    members = [_mlp(s) for s in range(3)]
+    H = ensemble_hessians(members, F.mse_loss, parts)
+    for m, member in enumerate(members):
+        torch.testing.assert_close(H[m], hessian(member, F.mse_loss, (x, y)))
+
+
+# fwd-rev with F.mse_loss is absent on purpose: torch 2.13 has no forward-mode rule for its
+# backward (deepscope's `mse` is the same loss, written so that both methods work).
+@pytest.mark.parametrize(("method", "loss_fn"), [("fwd-rev", mse), ("rev-rev", mse),
+                                                 ("auto", mse), ("rev-rev", F.mse_loss),
+                                                 ("auto", F.mse_loss)])
+def test_hvp_equals_dense_product(method, loss_fn):
+    model, batch = _mlp(), _regression()
+    H = hessian(model, loss_fn, batch)
+    v = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(hvp(model, loss_fn, batch, method=method)(v), H @ v)
+
+
+def test_lanczos_eigenvalues_match_eigvalsh():
+    model, batch = _mlp(), _regression()
+    exact = torch.linalg.eigvalsh(hessian(model, F.mse_loss, batch))
+    top = hessian_eigenvalues(model, F.mse_loss, batch, k=5, which="largest")
+    bottom = hessian_eigenvalues(model, F.mse_loss, batch, k=5, which="smallest")
+    torch.testing.assert_close(torch.as_tensor(top.values), exact.flip(0)[:5], rtol=1e-6,
+                               atol=1e-9)
+    torch.testing.assert_close(torch.as_tensor(bottom.values), exact[:5], rtol=1e-6, atol=1e-9)
+
+
+def test_trace_and_density_agree_with_the_exact_spectrum():
+    model, batch = _mlp(), _regression()
+    lam = torch.linalg.eigvalsh(hessian(model, F.mse_loss, batch))
+    est = hessian_trace(model, F.mse_loss, batch, samples=300, estimator="hutchinson")
+    assert abs(est.estimate - lam.sum().item()) < 3 * est.std_error
+    dens = spectral_density(model, F.mse_loss, batch, steps=lam.numel(), probes=4)
+    np.testing.assert_allclose(np.asarray(dens.weights).sum(-1), 1.0, atol=1e-10)
+
+
+class Planted(nn.Module):
+    """L(θ) = Σ_i c_i θ_i² (+ an optional quartic): a saddle or minimum with known Hessian."""
+
+    def __init__(self, coef, theta0):
+        super().__init__()
+        self.coef = torch.as_tensor(coef, dtype=torch.float64)
+        self.theta = nn.Parameter(torch.as_tensor(theta0, dtype=torch.float64))
+
+    def forward(self, x):
+        return (self.coef * self.theta**2).sum() + 0 * x.sum()
+
+
+def _value(out, y):
+    return out
+
+
+def test_minimal_ratio_reads_a_planted_saddle_and_a_convex_minimum():
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    saddle = Planted([1.0, 2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 0.0])
+    r = minimal_ratio(saddle, _value, (x, x))
+    assert r.ratio[0] == 0.5 and sorted(r.eigenvalues[0]) == [-6.0, -2.0, 2.0, 4.0]
+    X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lin = nn.Linear(3, 1).double()
+    assert minimal_ratio(lin, F.mse_loss, (X, X[:, :1] * 2)).ratio[0] == 1.0
+
+
+def test_minimal_ratio_counts_near_zero_eigenvalues_as_not_positive():
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    flat = Planted([1.0, 1e-12, 0.0], [0.0, 0.0, 0.0])
+    r = minimal_ratio(flat, _value, (x, x))
+    assert r.ratio_zero[0] == pytest.approx(2 / 3)  # the 2e-12 eigenvalue is "positive" at τ=0
+    assert r.ratio[0] == pytest.approx(1 / 3) and r.tau[0] == pytest.approx(2e-6)
+
+
+class DoubleWell(nn.Module):
+    """L = (θ₀² − 1)² + θ₁²: critical points (−1, 0), (0, 0) (a saddle) and (1, 0)."""
+
+    def __init__(self, theta0):
+        super().__init__()
+        self.theta = nn.Parameter(torch.as_tensor(theta0, dtype=torch.float64))
+
+    def forward(self, x):
+        t = self.theta
+        return (t[0] ** 2 - 1) ** 2 + t[1] ** 2 + 0 * x.sum()
+
+
+@pytest.mark.parametrize("newton_steps", [0, 20])
+def test_find_critical_point_reaches_known_critical_points(newton_steps):
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    starts = [[0.3, 0.5], [-0.8, 0.1], [1.4, -0.3], [0.05, 0.2]]
+    members = [DoubleWell(s) for s in starts]
+    cp = find_critical_point(members, _value, (x, x), tol=1e-6, max_steps=3000, lr=1e-2,
+                             newton_steps=newton_steps)
+    assert cp.converged.all() and (cp.grad_norm < 1e-6).all()
+    for m in members:
+        t = get_theta(m).numpy()
+        assert min(np.abs(t - c).max() for c in ([-1, 0], [0, 0], [1, 0])) < 1e-5
+        assert grad_norm(m, _value, (x, x)) < 1e-6
+
+
+def test_gradient_flat_share():
+    H = torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64))[None]
+    g = torch.tensor([[0.0, 1.0]], dtype=torch.float64)  # all of it in the null space
+    assert gradient_flat_share(H, g, 1e-8).item() == pytest.approx(1.0)
+    assert gradient_flat_share(H, torch.tensor([[1.0, 0.0]], dtype=torch.float64),
+                               1e-8).item() == pytest.approx(0.0)
