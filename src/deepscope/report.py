@@ -44,10 +44,18 @@ def _section(name: str, run) -> str:
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>"
                    for k, v in run.config.items())
     parts.append(f"<table>{rows}</table>")
-    for key, fig in study.plot(run.result, cfg).items():
+    try:
+        figures = study.plot(run.result, cfg)
+        findings = study.findings(run.result, cfg)
+    except Exception as err:  # e.g. a result stored by an older version of the study
+        parts.append(f'<p class="missing">The stored result in <code>{e(str(run.path))}'
+                     f"</code> cannot be re-plotted by this version ({e(type(err).__name__)}: "
+                     f"{e(str(err))}); re-run <code>deepscope run {e(name)}</code>.</p>")
+        return "\n".join(parts)
+    for key, fig in figures.items():
         data = base64.b64encode(to_png(fig)).decode()
         parts.append(f'<img alt="{e(name)}: {e(key)}" src="data:image/png;base64,{data}">')
-    items = "".join(f"<li>{e(s)}</li>" for s in study.findings(run.result, cfg))
+    items = "".join(f"<li>{e(s)}</li>" for s in findings)
     parts.append(f"<h3>Findings</h3><ul>{items}</ul>")
     meta = run.meta
     parts.append(f'<p class="meta">scale {e(str(meta.get("scale")))}, '

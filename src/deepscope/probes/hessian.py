@@ -211,12 +211,16 @@ class MinimalRatio:
     Attributes:
         ratio: #(λ > τ) / P, eigenvalues within τ of zero counted as not positive.
         ratio_zero: #(λ > 0) / P, the same with τ = 0 (sensitive to rounding noise).
+        negative: #(λ < −τ) / P, the share of descent directions (the index / P). A point is
+            a minimum when it is 0 — with a singular Hessian (P > N, symmetries) the ratio
+            stays below 1 even at a minimum, so minima are told apart by this, not by ratio 1.
         eigenvalues: ``(M, P)`` ascending, float64.
         tau: ``(M,)`` the tolerance used for each member.
     """
 
     ratio: np.ndarray
     ratio_zero: np.ndarray
+    negative: np.ndarray
     eigenvalues: np.ndarray
     tau: np.ndarray
 
@@ -229,7 +233,8 @@ def ratio_from_eigenvalues(eigenvalues: np.ndarray | Tensor, *, tol: float | Non
     tau = (np.full(len(lam2), tol) if tol is not None
            else rel_tol * np.abs(lam2).max(axis=1))
     ratio = (lam2 > tau[:, None]).mean(1)
-    return MinimalRatio(ratio=ratio, ratio_zero=(lam2 > 0).mean(1), eigenvalues=lam2, tau=tau)
+    return MinimalRatio(ratio=ratio, ratio_zero=(lam2 > 0).mean(1),
+                        negative=(lam2 < -tau[:, None]).mean(1), eigenvalues=lam2, tau=tau)
 
 
 def minimal_ratio(model: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batch, *,

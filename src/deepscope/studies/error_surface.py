@@ -129,12 +129,18 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     rl = result["random.loss"]
     c = rl.shape[0] // 2
     edge = np.concatenate([rl[0], rl[-1], rl[:, 0], rl[:, -1]])
+    pl = result["pca.loss"]
+    i, j = np.unravel_index(np.argmin(pl), pl.shape)
     return [
         f"Model: 784-{cfg.width}-10 MLP, {int(result['params'])} parameters, final training "
         f"loss {float(result['final_loss']):.3f} after {cfg.epochs} epochs.",
         f"The trajectory's top two PCA directions hold {100 * ev[0]:.1f} % + {100 * ev[1]:.1f}"
         f" % of its variance; {100 * float(result['pca.off_plane']):.1f} % lies off the "
-        "plane drawn in (a).",
+        f"plane drawn in (a). The lowest loss on that plane's grid is {pl.min():.3f} at "
+        f"(PC1, PC2) = ({result['pca.a'][i]:.2f}, {result['pca.b'][j]:.2f}), vs "
+        f"{float(result['final_loss']):.3f} at the model: "
+        + ("training had not reached the valley floor along its own path."
+           if pl.min() < float(result["final_loss"]) - 1e-6 else "the model sits lowest."),
         f"Random filter-normalised plane: loss {rl[c, c]:.3f} at the centre (the model) and "
         f"{np.median(edge):.2f} (median) at the border (distance {cfg.random_span:g} in units "
         f"of the filters' own norms); the lowest grid value is {rl.min():.3f}"

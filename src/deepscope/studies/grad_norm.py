@@ -96,8 +96,9 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
         P.band(ax_l, it, loss, "loss of the step's batch", P.COLORS[i], log=True)
         P.band(ax_g, it, g, "‖∇θL‖₂ after backward()", P.COLORS[i + 2], log=True)
         title = TITLES[task].format(f=cfg.function, b=cfg.batch_size)
-        ax_l.set(yscale="log", ylabel="loss", title=f"{title} ({int(result[f'{task}.params'])}"
-                 f" parameters, {cfg.seeds} seeds: mean, min–max)")
+        ax_l.set(yscale="log", ylabel="loss",
+                 title=f"{title}\n{int(result[f'{task}.params'])} parameters, {cfg.seeds} "
+                 "seeds: mean and min–max band")
         ax_g.set(yscale="log", ylabel="gradient norm", xlabel="iteration (optimiser step)")
         ax_l.tick_params(labelbottom=False)
         for ax in (ax_l, ax_g):

@@ -14,7 +14,9 @@ Method (STUDIES.md, ``min-ratio``), for ``runs`` independent initialisations at 
    ‖∇L‖ < ``grad_tol`` or the step limits;
 3. the dense Hessian of the **original MSE on the full training set** with respect to **all**
    parameters (weights and biases), in float64, symmetrised, ``eigvalsh``;
-4. minimal ratio = #(λ > τ)/P with τ = ``rel_tol`` · max|λ| (also reported with τ = 0).
+4. minimal ratio = #(λ > τ)/P with τ = ``rel_tol`` · max|λ| (also reported with τ = 0); a
+   point is a minimum when no eigenvalue lies below −τ (with a singular Hessian the ratio of a
+   minimum is below 1, so "ratio = 1" would miss degenerate minima).
 Runs that miss the gradient tolerance are flagged, and so are "gradient-flat" points whose
 remaining gradient lies mostly (> 50 %) in the Hessian's near-null space (|λ| ≤ τ; Frye et al.,
 2019): neither is mixed into the statistics of critical points.
@@ -104,7 +106,7 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         return {"trained_loss": trace.train_loss[:, -1], "loss": cp.loss,
                 "grad_norm": cp.grad_norm, "converged": cp.converged, "steps": cp.steps,
                 "eigenvalues": mr.eigenvalues, "ratio": mr.ratio, "ratio_zero": mr.ratio_zero,
-                "tau": mr.tau, "flat_share": flat}
+                "negative": mr.negative, "tau": mr.tau, "flat_share": flat}
 
     pieces = ctx.map(piece, list(range(0, cfg.runs, cfg.chunk)))
     out = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
@@ -157,9 +159,14 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     for i, r in enumerate(picks):
         ax2.hist(result["eigenvalues"][r], bins=bins, histtype="step", lw=1.5, color=P.COLORS[i],
                  label=f"run {r}: loss {result['loss'][r]:.1e}, ratio {result['ratio'][r]:.2f}")
-    ax2.set(xscale="symlog", xlabel="Hessian eigenvalue λ (symlog, linear within ±1e-8)",
-            ylabel="count", title="Hessian spectra: lowest-, median- and highest-loss runs")
     ax2.set_xscale("symlog", linthresh=1e-8)
+    top = int(np.ceil(np.log10(lim)))
+    decades = [10.0**k for k in range(top, -9, -3)]  # every third decade: labels must not touch
+    ticks = [-d for d in decades] + [0.0] + decades[::-1]
+    ax2.set_xticks(ticks, [f"{t:.0e}".replace("e+0", "e").replace("e-0", "e-") if t else "0"
+                           for t in ticks], fontsize=8)
+    ax2.set(xlabel="Hessian eigenvalue λ (symlog axis, linear within ±1e-8)", ylabel="count",
+            title="Hessian spectra: lowest-, median- and highest-loss runs")
     ax2.legend(fontsize=8)
     return {"loss_vs_ratio": fig, "spectra": fig2}
 
@@ -178,18 +185,23 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
              "below."]
     if conv.any():
         ratio, loss = result["ratio"][conv], result["loss"][conv]
-        minima = ratio == 1.0
+        minima = result["negative"][conv] == 0
         rho = _spearman(ratio, loss)
-        saddle = (f", median ratio {np.median(ratio[~minima]):.3f}" if (~minima).any() else "")
+        zero = 1 - ratio - result["negative"][conv]
         lines.append(
-            f"Of the {conv.sum()} critical points, {minima.sum()} are minima (ratio 1) and "
-            f"{(~minima).sum()} saddles (ratio < 1{saddle}); τ = {cfg.rel_tol:g}·max|λ| "
-            f"(median τ {np.median(result['tau'][conv]):.1e}).")
+            f"Of the {conv.sum()} critical points, {minima.sum()} are minima (no eigenvalue "
+            f"below −τ) and {(~minima).sum()} saddles; τ = {cfg.rel_tol:g}·max|λ| (median τ "
+            f"{np.median(result['tau'][conv]):.1e}). Minimal ratio: median "
+            f"{np.median(ratio):.3f} (range {ratio.min():.3f}–{ratio.max():.3f}); a median "
+            f"{100 * np.median(zero):.0f} % of eigenvalues lie within ±τ of zero, so even a "
+            "minimum has a ratio below 1 here.")
         lines.append(f"Spearman correlation between minimal ratio and loss over critical "
                      f"points: {rho:+.2f} (negative: lower loss, more positive curvature).")
         if minima.any() and (~minima).any():
+            neg = np.median(result["negative"][conv][~minima])
             lines.append(f"Median loss at minima {np.median(loss[minima]):.2e} vs at saddles "
-                         f"{np.median(loss[~minima]):.2e}.")
+                         f"{np.median(loss[~minima]):.2e} (median share of negative "
+                         f"eigenvalues at saddles {neg:.3f}).")
         same = (result["ratio"] == result["ratio_zero"])[conv].mean()
         lines.append(f"With τ = 0 instead, {100 * (1 - same):.0f} % of the critical points "
                      "change ratio: near-zero eigenvalues decide their sign by rounding.")
