@@ -197,4 +197,7 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
                 name, "classification", NUM_CLASSES)
 
 
-__all__ = ["FUNCTIONS", "NAMES", "Data", "load", "stratified_indices"]
+from deepscope.data.labels import label_noise, random_labels  # noqa: E402
+
+__all__ = ["FUNCTIONS", "NAMES", "Data", "label_noise", "load", "random_labels",
+           "stratified_indices"]

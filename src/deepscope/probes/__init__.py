@@ -17,8 +17,30 @@ from .hessian import (
     ratio_from_eigenvalues,
     spectral_density,
 )
+from .landscape import Interpolation, interpolate, surface
+from .sensitivity import input_jacobian, sensitivity
+from .sharpness import Sharpness, sharpness
 
-__all__ = ["CriticalPoints", "MinimalRatio", "ensemble_hessians", "find_critical_point",
-           "full_gradient", "grad_norm", "gradient_flat_share", "hessian",
-           "hessian_eigenvalues", "hessian_trace", "hvp", "minimal_ratio",
-           "ratio_from_eigenvalues", "spectral_density"]
+__all__ = [
+    "CriticalPoints",
+    "Interpolation",
+    "MinimalRatio",
+    "Sharpness",
+    "ensemble_hessians",
+    "find_critical_point",
+    "full_gradient",
+    "grad_norm",
+    "gradient_flat_share",
+    "hessian",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hvp",
+    "input_jacobian",
+    "interpolate",
+    "minimal_ratio",
+    "ratio_from_eigenvalues",
+    "sensitivity",
+    "sharpness",
+    "spectral_density",
+    "surface",
+]

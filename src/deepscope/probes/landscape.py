@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
-from ..params import flatten, objective, param_dict
+from ..params import flatten, get_theta, objective, param_dict, unflatten
 from .trajectory import PCAResult, pca
 
 __all__ = [
@@ -266,3 +267,66 @@ def project(
         raise ValueError("d1 and d2 are (nearly) parallel; they do not span a plane")
     rhs = (x - c) @ basis  # (..., 2)
     return np.linalg.solve(gram, rhs.reshape(-1, 2).T).T.reshape(rhs.shape)
+
+
+# --- interpolation between two models -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """Metrics along θ(α) = (1 − α) θ_a + α θ_b; every array has shape ``(A,)``.
+
+    ``train_acc``/``test_acc`` are NaN for regression data.
+    """
+
+    alphas: np.ndarray
+    train_loss: np.ndarray
+    train_acc: np.ndarray
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+
+
+def interpolate(model_a: nn.Module, model_b: nn.Module,
+                loss_fn: Callable[[Tensor, Tensor], Tensor], data, alphas,
+                *, chunk: int = 8, batch_size: int = 2000) -> Interpolation:
+    """Mean loss and accuracy on the full train and test sets of ``data`` along the line
+    θ(α) = (1 − α) θ_a + α θ_b (Goodfellow et al., 2015; Keskar et al., 2017, Fig. 3).
+
+    α = 0 is ``model_a``, α = 1 is ``model_b``. The α are evaluated ``chunk`` at a time with
+    ``vmap`` over stacked θ(α), the data ``batch_size`` samples at a time; ``loss_fn`` must
+    accept ``reduction="none"`` (as ``F.cross_entropy`` and ``F.mse_loss`` do).
+    """
+    theta_a, theta_b = get_theta(model_a), get_theta(model_b)
+    if theta_a.shape != theta_b.shape:
+        raise ValueError("model_a and model_b must have the same architecture")
+    like = param_dict(model_a)
+    alphas_t = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=theta_a.dtype,
+                               device=theta_a.device)
+    classify = getattr(data, "task", "classification") == "classification"
+
+    def outputs(theta: Tensor, x: Tensor) -> Tensor:
+        return functional_call(model_a, unflatten(theta, like), (x,))
+
+    def metrics(x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        loss = torch.zeros(len(alphas_t), dtype=torch.float64)
+        correct = torch.zeros(len(alphas_t), dtype=torch.float64)
+        with torch.no_grad():
+            for s in range(0, len(alphas_t), chunk):
+                a = alphas_t[s : s + chunk, None]
+                thetas = (1 - a) * theta_a + a * theta_b
+                for i in range(0, x.shape[0], batch_size):
+                    xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+                    out = vmap(outputs, in_dims=(0, None))(thetas, xb)
+                    per = vmap(loss_fn, in_dims=(0, None))(out, yb, reduction="none")
+                    loss[s : s + chunk] += (per.reshape(len(a), -1).sum(1).double().cpu()
+                                            / per[0].numel() * xb.shape[0])
+                    if classify:
+                        correct[s : s + chunk] += (out.argmax(-1) == yb).sum(1).double().cpu()
+        n = x.shape[0]
+        acc = correct / n if classify else torch.full_like(correct, float("nan"))
+        return (loss / n).numpy(), acc.numpy()
+
+    train_loss, train_acc = metrics(data.x_train, data.y_train)
+    test_loss, test_acc = metrics(data.x_test, data.y_test)
+    return Interpolation(np.asarray(alphas, dtype=np.float64), train_loss, train_acc,
+                         test_loss, test_acc)
