@@ -13,6 +13,7 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 # A colour-blind-safe cycle (Okabe & Ito, 2008), used in order for models/settings.
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
@@ -41,6 +42,12 @@ def band(ax, x: np.ndarray, ys: np.ndarray, label: str, color: str, *, linestyle
     ax.plot(x, centre, color=color, linestyle=linestyle, label=label, lw=1.6)
     if ys.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def label_batch_sizes(ax, sizes: np.ndarray) -> None:
+    """Label a log-x axis at exactly the batch sizes used (instead of only 10², 10³)."""
+    ax.set_xticks(list(sizes), [str(int(v)) for v in sizes])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:

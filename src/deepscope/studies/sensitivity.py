@@ -98,7 +98,8 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     for ax, kind in ((axes[0][0], "loss"), (axes[0][1], "acc")):
         scale = 100 if kind == "acc" else 1
         for split, ls in (("train", "-"), ("test", "--")):
-            P.band(ax, b, scale * result[f"{split}_{kind}"][order, :, -1].T, f"{split} {kind}",
+            P.band(ax, b, scale * result[f"{split}_{kind}"][order, :, -1].T,
+                   f"{split} {'accuracy' if kind == 'acc' else 'loss'}",
                    P.COLORS[0], linestyle=ls, log=kind == "loss")
         twin = ax.twinx()
         for split, ls in (("train", "-"), ("test", "--")):
@@ -113,8 +114,10 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
-        ax.set_title(f"{kind} after {cfg.epochs} epochs and sensitivity vs batch size",
+        name = "accuracy" if kind == "acc" else "loss"
+        ax.set_title(f"{name} after {cfg.epochs} epochs and sensitivity vs batch size",
                      fontsize=9)
+        P.label_batch_sizes(ax, b)
     fig.suptitle(f"{int(result['params'])}-parameter MLP, {cfg.subset} images; mean and "
                  f"min–max over {cfg.seeds} seeds", fontsize=9)
     return {"sensitivity": fig}

@@ -102,6 +102,8 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     ax_l.set(xscale="log", yscale="log", xlabel="batch size", ylabel="cross-entropy",
              title=f"loss after {cfg.epochs} epochs")
     ax_l.legend(fontsize=8)
+    for ax in (ax_s, ax_h, ax_l):
+        P.label_batch_sizes(ax, b)
     fig.suptitle(f"mean and min–max over {cfg.seeds} seeds", fontsize=9)
     return {"sharpness": fig}
 
