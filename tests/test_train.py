@@ -28,8 +28,9 @@ def _toy_classification(n_train=96, n_test=40, dim=5, classes=3, seed=0) -> Data
 
 def _plain_loop(model, data, optimizer, lr, momentum, epochs, batch_size, seed, member):
     """The straightforward reference: torch.optim, one member, its own batch generator."""
-    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
-           else torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.Adam(trainable, lr=lr) if optimizer == "adam"
+           else torch.optim.SGD(trainable, lr=lr, momentum=momentum))
     gen = batch_generator(seed, member)
     n = data.x_train.shape[0]
     losses, norms = [], []
@@ -40,7 +41,8 @@ def _plain_loop(model, data, optimizer, lr, momentum, epochs, batch_size, seed, 
             opt.zero_grad()
             loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
             loss.backward()
-            norms.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm())
+            norms.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()
+                                    if p.requires_grad]).norm())
             losses.append(loss.item())
             opt.step()
     return np.array(losses), torch.stack(norms).numpy()
@@ -135,3 +137,31 @@ def test_member_loop_and_vmap_schedules_agree():
                                dtype=torch.float64, member_batching=schedule))
     np.testing.assert_allclose(traces[0].step_loss, traces[1].step_loss, rtol=0, atol=1e-10)
     np.testing.assert_allclose(traces[0].test_loss, traces[1].test_loss, rtol=0, atol=1e-10)
+
+
+class WithBuffer(torch.nn.Module):
+    """A model with a buffer and a frozen parameter: both must be used, neither trained."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.frozen = torch.nn.Parameter(torch.full((3,), 0.5, dtype=torch.float64),
+                                         requires_grad=False)
+        self.lin = torch.nn.Linear(5, 3).double()
+        self.register_buffer("shift", torch.arange(3, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.lin(x) * self.frozen + self.shift
+
+
+def test_buffers_and_frozen_parameters_are_used_and_left_alone():
+    data = _toy_classification()
+    members = [WithBuffer(s) for s in range(2)]
+    refs = [copy.deepcopy(m) for m in members]
+    trace = ds.train(members, data, optimizer="sgd", lr=0.1, epochs=3, batch_size=16, seed=1,
+                     record_steps=True, dtype=torch.float64)
+    for m, (trained, ref) in enumerate(zip(members, refs)):
+        losses, _ = _plain_loop(ref, data, "sgd", 0.1, 0.0, 3, 16, seed=1, member=m)
+        np.testing.assert_allclose(trace.step_loss[m], losses, rtol=0, atol=1e-10)
+        assert torch.equal(trained.frozen, torch.full((3,), 0.5, dtype=torch.float64))
+        torch.testing.assert_close(trained.lin.weight, ref.lin.weight)

@@ -159,6 +159,7 @@ def _headline(findings: list[str], width: int = 100) -> str:
 def _cmd_report(args) -> int:
     from .report import write_report
 
+    _check_out(Path(args.out))
     print(write_report(Path(args.out)))
     return EXIT_OK
 

@@ -13,8 +13,10 @@ A piece returns a flat ``{name: np.ndarray}`` — exactly what can be stored wit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,13 @@ from .errors import UsageError
 from .store import load_arrays, save_arrays
 
 Piece = dict[str, np.ndarray]
+
+
+@functools.cache
+def _source_hash(module: str) -> str:
+    """SHA-256 of a module's source file ('' if it has none, e.g. an interactive session)."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
 
 
 @dataclass
@@ -59,9 +68,13 @@ class Context:
         return data_mod.load(name, data_dir=self.data_dir, **kwargs).to(device=self.device)
 
     def _key(self, fn: Callable, item: Any) -> str:
+        """Hash of everything a piece's result depends on: study, config, the function and
+        the source of its module (a fixed bug is never served from the cache), the item,
+        the data directory and the device."""
         text = json.dumps(
             {"study": self.study, "config": dict(self.config),
-             "fn": f"{fn.__module__}.{fn.__qualname__}", "item": item},
+             "fn": f"{fn.__module__}.{fn.__qualname__}", "code": _source_hash(fn.__module__),
+             "item": item, "data_dir": str(self.data_dir), "device": str(self.device)},
             sort_keys=True, default=repr,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:20]

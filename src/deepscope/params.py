@@ -54,9 +54,10 @@ def get_theta(model: nn.Module) -> Tensor:
 
 def set_theta(model: nn.Module, theta: Tensor) -> None:
     """Write θ (shape ``(P,)``) into the model's parameters in place."""
+    own = dict(model.named_parameters())
     with torch.no_grad():
-        for p, v in zip(model.parameters(), unflatten(theta, param_dict(model)).values()):
-            p.copy_(v)
+        for k, v in unflatten(theta, param_dict(model)).items():
+            own[k].copy_(v)
 
 
 def objective(
@@ -72,10 +73,12 @@ def objective(
     ``model.eval()`` first if it has dropout).
     """
     like = param_dict(model)
-    buffers = dict(model.named_buffers())
+    # Buffers and frozen parameters are held at their current values.
+    fixed = {**dict(model.named_buffers()),
+             **{k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}}
     x, y = batch
 
     def f(theta: Tensor) -> Tensor:
-        return loss_fn(functional_call(model, (unflatten(theta, like), buffers), (x,)), y)
+        return loss_fn(functional_call(model, {**unflatten(theta, like), **fixed}, (x,)), y)
 
     return f, flatten(like).clone()

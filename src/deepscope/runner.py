@@ -45,7 +45,10 @@ def get_study(name: str) -> Study:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``cpu`` (default) or ``cuda``; a clear error when CUDA is asked for but absent."""
-    dev = torch.device(device or "cpu")
+    try:
+        dev = torch.device(device or "cpu")
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda (or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available to torch; "
                           "use --device cpu or install a CUDA build of torch")

@@ -126,6 +126,12 @@ def _stacked_leaf(params: list[Tensor], device: torch.device, dtype: torch.dtype
     return stacked.requires_grad_(True)
 
 
+def _fixed_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """Buffers and frozen parameters: passed to the model, never trained."""
+    frozen = [(k, p.detach()) for k, p in model.named_parameters() if not p.requires_grad]
+    return frozen + [(k, b) for k, b in model.named_buffers()]
+
+
 def _as_params(leaves: dict[str, Tensor]) -> dict[str, Tensor]:
     """The stacked parameters ``{name: (M, *shape)}`` as views of the leaves."""
     return {k: v.mT if v.dim() == 3 else v for k, v in leaves.items()}
@@ -225,6 +231,13 @@ def train(
     store = {k: _stacked_leaf([param_dict(m)[k] for m in models], device, dtype)
              for k in param_dict(models[0])}
     leaves = list(store.values())
+    # Buffers (and frozen parameters) ride along unchanged, stacked like the parameters.
+    fixed = {k: torch.stack([dict(_fixed_tensors(m))[k] for m in models]).to(
+                 device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+             for k, v in _fixed_tensors(models[0])}
+
+    def stacked() -> dict[str, Tensor]:
+        return {**_as_params(store), **fixed}
     d = data.to(device=device, dtype=dtype)
     x_tr, y_tr, N = d.x_train, d.y_train, d.x_train.shape[0]
 
@@ -235,7 +248,7 @@ def train(
         return loss_fn(member_out(params, x), y)
 
     def row(m: int) -> dict[str, Tensor]:
-        return {k: v[m] for k, v in _as_params(store).items()}
+        return {k: v[m] for k, v in stacked().items()}
 
     full_batch = batch_size is None or batch_size >= N
     eval_batch_size = eval_batch_size or (N if full_batch else batch_size)
@@ -248,10 +261,10 @@ def train(
         _vout = vmap(member_out, in_dims=(0, None))
 
         def batched_loss(x: Tensor, y: Tensor) -> Tensor:
-            return _vloss(_as_params(store), x, y)
+            return _vloss(stacked(), x, y)
 
         def batched_out(x: Tensor) -> Tensor:
-            return _vout(_as_params(store), x)
+            return _vout(stacked(), x)
     elif member_batching == "loop":
         def batched_loss(x: Tensor, y: Tensor) -> Tensor:
             return torch.stack([member_loss(row(m), x if full_batch else x[m],
@@ -364,8 +377,9 @@ def train(
     # The members leave holding their trained parameters.
     with torch.no_grad():
         for m, model in enumerate(models):
-            for p, v in zip(model.parameters(), _as_params(store).values()):
-                p.copy_(v[m].to(p.dtype))
+            own = dict(model.named_parameters())
+            for k, v in _as_params(store).items():
+                own[k].copy_(v[m].to(own[k].dtype))
 
     def stack(rows: list[Tensor]) -> np.ndarray:
         if not rows:

@@ -130,8 +130,11 @@ def make_config(study: Study, scale: str = "default", overrides: Mapping[str, An
             )
         values[key] = _coerce(value, hints[key], key)
     for key, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}: must be a finite number, got {value}")
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise ConfigError(f"{key}: must be finite numbers, got {value}")
+        if isinstance(value, tuple) and not value:
+            raise ConfigError(f"{key}: needs at least one value")
     try:
         return study.Config(**values)
     except (ValueError, TypeError) as e:

@@ -127,7 +127,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     ev = result["pca.explained"]
     rl = result["random.loss"]
-    c = rl.shape[0] // 2
+    c = int(np.argmin(np.abs(result["random.a"])))  # the grid point nearest the model
     edge = np.concatenate([rl[0], rl[-1], rl[:, 0], rl[:, -1]])
     pl = result["pca.loss"]
     i, j = np.unravel_index(np.argmin(pl), pl.shape)
@@ -141,7 +141,8 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         f"{float(result['final_loss']):.3f} at the model: "
         + ("training had not reached the valley floor along its own path."
            if pl.min() < float(result["final_loss"]) - 1e-6 else "the model sits lowest."),
-        f"Random filter-normalised plane: loss {rl[c, c]:.3f} at the centre (the model) and "
+        f"Random filter-normalised plane: loss {rl[c, c]:.3f} at the grid point nearest the "
+        f"model (a = b = {result['random.a'][c]:.3g}) and "
         f"{np.median(edge):.2f} (median) at the border (distance {cfg.random_span:g} in units "
         f"of the filters' own norms); the lowest grid value is {rl.min():.3f}"
         + (" — at the centre." if rl.min() >= rl[c, c] - 1e-9 else " — off the centre: the "

@@ -27,7 +27,7 @@ import numpy as np
 from .. import plot as P
 from ..context import Context
 from ..data.functions import FUNCTIONS
-from ..models import count_params, mlp, mlp_widths
+from ..models import ACTIVATIONS, count_params, mlp, mlp_widths
 from ..train import train
 from .base import Study, field, require
 
@@ -50,7 +50,10 @@ class Config:
         for f in self.functions:
             require(f in FUNCTIONS, f"unknown function {f!r}; choose from {sorted(FUNCTIONS)}")
         require(len(self.depths) >= 1 and min(self.depths) >= 1, "depths must be ≥ 1")
-        require(self.params >= 20, "params must be ≥ 20")
+        require(self.activation in ACTIVATIONS,
+                f"unknown activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
+        for d in self.depths:  # every depth must be able to hit the budget within 2 %
+            mlp_widths(1, 1, d, self.params)
         require(self.n_train >= 2 and self.n_test >= 2, "n_train and n_test must be ≥ 2")
         require(self.epochs >= 1, "epochs must be ≥ 1")
         require(self.lr > 0, "lr must be > 0")
@@ -159,11 +162,19 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         order = np.argsort(final.mean(1))
         best, second = order[0], order[1] if len(order) > 1 else order[0]
         separated = final[best].max() < final[second].min()
-        verdict = (f"depth {depths[best]} is best; its worst seed beats the best seed of the "
-                   f"runner-up (depth {depths[second]}), so the gap exceeds the seed spread"
-                   if separated else
-                   f"depth {depths[best]} has the lowest mean, but its seed range overlaps the "
-                   f"runner-up (depth {depths[second]}): the difference is within seed spread")
+        if len(order) < 2:
+            verdict = f"depth {depths[best]} is the only model"
+        elif final.shape[1] < 2:
+            verdict = (f"depth {depths[best]} has the lowest final loss; with one seed the "
+                       "seed spread is unknown")
+        elif separated:
+            verdict = (f"depth {depths[best]} is best; its worst seed beats the best seed of "
+                       f"the runner-up (depth {depths[second]}), so the gap exceeds the seed "
+                       "spread")
+        else:
+            verdict = (f"depth {depths[best]} has the lowest mean, but its seed range overlaps "
+                       f"the runner-up (depth {depths[second]}): the difference is within seed "
+                       "spread")
         # A deep, narrow ReLU net can "die" at initialisation and output a constant
         # (Lu et al., 2019, "Dying ReLU and initialization"); say so instead of hiding it in
         # the mean. Constant = prediction spread below 1 % of the target's.

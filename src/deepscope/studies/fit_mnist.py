@@ -54,6 +54,8 @@ class Config:
             require(d in IMAGE_SETS, f"unknown dataset {d!r}; choose from {list(IMAGE_SETS)}")
         require(len(self.depths) >= 1 and min(self.depths) >= 1, "depths must be ≥ 1")
         require(self.params >= 500, "params must be ≥ 500")
+        for d in self.depths:  # every depth must be able to hit the budget within 2 %
+            cnn_channels(d, self.params)
         require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
         require(self.epochs >= 1, "epochs must be ≥ 1")
         require(self.batch_size >= 1, "batch_size must be ≥ 1")
@@ -158,10 +160,16 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         order = np.argsort(-te_a.mean(1))
         best, second = order[0], order[min(1, len(order) - 1)]
         separated = te_a[best].min() > te_a[second].max()
-        verdict = (f"depth {depths[best]} has the best test accuracy"
-                   + (", and its worst seed beats the runner-up's best"
-                      if separated else ", within the seed spread of the runner-up")
-                   + f" (depth {depths[second]})")
+        if len(order) < 2:
+            verdict = f"depth {depths[best]} is the only model"
+        elif te_a.shape[1] < 2:
+            verdict = (f"depth {depths[best]} has the best test accuracy; with one seed the "
+                       "seed spread is unknown")
+        else:
+            verdict = (f"depth {depths[best]} has the best test accuracy"
+                       + (", and its worst seed beats the runner-up's best"
+                          if separated else ", within the seed spread of the runner-up")
+                       + f" (depth {depths[second]})")
         diverged = int((result[f"{name}.diverged_epoch"] >= 0).sum())
         tail = f" {diverged} run(s) diverged." if diverged else ""
         lines.append(f"{name} after {cfg.epochs} epochs on {cfg.subset} images: "

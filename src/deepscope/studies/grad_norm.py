@@ -107,6 +107,14 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     return figs
 
 
+def _change(before: float, after: float) -> str:
+    """'12× lower' / '3.0× higher' / 'unchanged'."""
+    if np.isclose(before, after, rtol=0.05):
+        return "unchanged within 5 %"
+    ratio = max(before, after) / max(min(before, after), 1e-300)
+    return f"{ratio:.3g}× {'lower' if after < before else 'higher'}"
+
+
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     lines = []
     for task in ("function", "mnist"):
@@ -119,9 +127,9 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
             rho = np.corrcoef(np.log(loss).ravel(), np.log(g).ravel())[0, 1]
         name = TITLES[task].format(f=cfg.function, b=cfg.batch_size)
         lines.append(
-            f"{name}: over the first vs last 10 % of steps the loss fell from {l0:.2e} to "
-            f"{l1:.2e} ({l0 / l1:.0f}×) and the gradient norm went from {g0:.2e} to {g1:.2e} "
-            f"({g0 / g1:.1f}× lower; peak {gmax:.2e}); correlation of log loss and log ‖∇L‖ "
+            f"{name}: over the first vs last 10 % of steps the loss went from {l0:.2e} to "
+            f"{l1:.2e} ({_change(l0, l1)}) and the gradient norm from {g0:.2e} to {g1:.2e} "
+            f"({_change(g0, g1)}; peak {gmax:.2e}); correlation of log loss and log ‖∇L‖ "
             f"over all steps {rho:+.2f}.")
     return lines
 

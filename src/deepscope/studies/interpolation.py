@@ -118,11 +118,11 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     return figs
 
 
-def _sharpness_side(loss: np.ndarray, a: np.ndarray, at: float, h: float = 0.25) -> float:
-    """Rise of the loss from α = at to at ± h, averaged over both sides."""
-    i = int(np.argmin(np.abs(a - at)))
-    lo, hi = int(np.argmin(np.abs(a - (at - h)))), int(np.argmin(np.abs(a - (at + h))))
-    return float((loss[lo] + loss[hi]) / 2 - loss[i])
+def _outer_rise(loss: np.ndarray, a: np.ndarray, at: float, away: float) -> float:
+    """Rise of the loss from α = at to α = at + away, on the side facing away from the other
+    model (so the barrier between the two does not count as sharpness)."""
+    i, j = int(np.argmin(np.abs(a - at))), int(np.argmin(np.abs(a - (at + away))))
+    return float(loss[j] - loss[i])
 
 
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
@@ -133,13 +133,17 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         tl, te = result[f"{name}.train_loss"], 100 * result[f"{name}.test_acc"]
         mid = tl[(a > 0) & (a < 1)]
         barrier = float(mid.max() - max(tl[i0], tl[i1])) if mid.size else float("nan")
-        s1, s2 = _sharpness_side(tl, a, 0.0), _sharpness_side(tl, a, 1.0)
+        s1, s2 = _outer_rise(tl, a, 0.0, -0.25), _outer_rise(tl, a, 1.0, 0.25)
+        if abs(s1 - s2) <= 0.1 * max(abs(s1), abs(s2), 1e-12) or max(s1, s2) <= 1e-6:
+            which = "the two are indistinguishable by this measure (within 10 %)"
+        else:
+            which = f"model {1 if s1 > s2 else 2} sits in the sharper neighbourhood"
         lines.append(
             f"{name} pair — model 1 (batch {b1}, lr {l1:g}): train loss {tl[i0]:.3f}, test acc "
             f"{te[i0]:.1f} %; model 2 (batch {b2}, lr {l2:g}): train loss {tl[i1]:.3f}, test acc"
-            f" {te[i1]:.1f} %. Barrier between them {barrier:+.3f}; loss rise within ±0.25 in α:"
-            f" {s1:.3f} around model 1 vs {s2:.3f} around model 2 — model "
-            f"{1 if s1 > s2 else 2} sits in the sharper neighbourhood along this line.")
+            f" {te[i1]:.1f} %. Barrier between them {barrier:+.3f}; loss rise 0.25 in α beyond "
+            f"each model, away from the other: {s1:+.3f} at model 1 vs {s2:+.3f} at model 2 — "
+            f"{which} along this line.")
     return lines
 
 

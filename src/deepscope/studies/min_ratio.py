@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from .. import plot as P
 from ..context import Context
 from ..data.functions import FUNCTIONS
-from ..models import count_params, mlp
+from ..models import ACTIVATIONS, count_params, mlp
 from ..probes.critical import find_critical_point, gradient_flat_share
 from ..probes.gradient import full_gradient
 from ..probes.hessian import ensemble_hessians, ratio_from_eigenvalues
@@ -74,6 +74,8 @@ class Config:
                 "step counts must be ≥ 0")
         require(self.lr > 0 and self.crit_lr > 0, "learning rates must be > 0")
         require(self.grad_tol > 0 and self.rel_tol >= 0, "grad_tol > 0 and rel_tol ≥ 0")
+        require(self.activation in ACTIVATIONS,
+                f"unknown activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
 
 
 SCALES = {
@@ -193,10 +195,14 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
             f"below −τ) and {(~minima).sum()} saddles; τ = {cfg.rel_tol:g}·max|λ| (median τ "
             f"{np.median(result['tau'][conv]):.1e}). Minimal ratio: median "
             f"{np.median(ratio):.3f} (range {ratio.min():.3f}–{ratio.max():.3f}); a median "
-            f"{100 * np.median(zero):.0f} % of eigenvalues lie within ±τ of zero, so even a "
-            "minimum has a ratio below 1 here.")
+            f"{100 * np.median(zero):.0f} % of eigenvalues lie within ±τ of zero"
+            + (", so even a minimum has a ratio below 1 here." if np.median(zero) > 0 else "."))
         lines.append(f"Spearman correlation between minimal ratio and loss over critical "
-                     f"points: {rho:+.2f} (negative: lower loss, more positive curvature).")
+                     f"points: {rho:+.2f} — "
+                     + ("lower loss goes with a larger share of positive curvature, as expected "
+                        "(Dauphin et al., 2014)." if rho < -0.1 else
+                        "not the negative correlation Dauphin et al. (2014) predict."
+                        if rho > 0.1 else "no clear relation."))
         if minima.any() and (~minima).any():
             neg = np.median(result["negative"][conv][~minima])
             lines.append(f"Median loss at minima {np.median(loss[minima]):.2e} vs at saddles "

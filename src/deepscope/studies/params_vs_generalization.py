@@ -104,25 +104,30 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
 
 
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
-    p = result["params"]
-    trl, tel = result["train_loss"].mean(1), result["test_loss"].mean(1)
-    tra, tea = 100 * result["train_acc"].mean(1), 100 * result["test_acc"].mean(1)
+    order = np.argsort(result["params"])  # in order of size, whatever the config order
+    p = result["params"][order]
+    tl_seeds = result["test_loss"][order]
+    trl, tel = result["train_loss"][order].mean(1), tl_seeds.mean(1)
+    tra, tea = 100 * result["train_acc"][order].mean(1), 100 * result["test_acc"][order].mean(1)
     rho = np.corrcoef(np.log(p), np.log(trl))[0, 1]
     best = int(np.argmax(tea))
+    trend = "falls" if trl[-1] < trl[0] else "rises"
     lines = [
         f"{len(p)} widths from {p.min()} to {p.max()} parameters "
         f"({np.log10(p.max() / p.min()):.1f} decades).",
-        f"Training loss falls from {trl[0]:.3f} to {trl[-1]:.3f} as parameters grow "
-        f"(correlation of log loss with log parameters {rho:+.2f}); training accuracy "
-        f"{tra[0]:.1f} % → {tra[-1]:.1f} %.",
+        f"Training loss {trend} from {trl[0]:.3f} to {trl[-1]:.3f} between the smallest and "
+        f"the largest model (correlation of log loss with log parameters {rho:+.2f}); training "
+        f"accuracy {tra[0]:.1f} % → {tra[-1]:.1f} %.",
         f"Test accuracy {tea[0]:.1f} % → {tea[-1]:.1f} %, best {tea[best]:.1f} % at {p[best]} "
         f"parameters; test loss {tel[0]:.3f} → {tel[-1]:.3f} (minimum {tel.min():.3f} at "
         f"{p[int(np.argmin(tel))]} parameters).",
     ]
-    rises = [i for i in range(1, len(tel) - 1) if tel[i] > tel[i - 1] and tel[i] > tel[i + 1]]
-    if rises:
-        lines.append("Test loss has a local maximum (a bump, as in double descent) at "
-                     + ", ".join(f"{p[i]}" for i in rises) + " parameters.")
+    # A bump counts only if every seed there is above every seed at both neighbours.
+    bumps = [i for i in range(1, len(p) - 1)
+             if tl_seeds[i].min() > max(tl_seeds[i - 1].max(), tl_seeds[i + 1].max())]
+    lines.append("Test loss has a local maximum beyond the seed spread (a bump, as in double "
+                 "descent) at " + ", ".join(f"{p[i]}" for i in bumps) + " parameters."
+                 if bumps else "No bump in test loss exceeds the seed spread.")
     return lines
 
 

@@ -48,6 +48,9 @@ class Config:
         require(self.epochs >= 1 and 1 <= self.every <= self.epochs,
                 "epochs ≥ 1 and 1 ≤ every ≤ epochs are required")
         require(self.lr > 0, "lr must be > 0")
+        names = sorted({k.split(".")[0] for k, _ in mlp(784, 10, 2, width=1).named_parameters()})
+        require(self.layer in names, f"layer {self.layer!r} has no parameters; choose one of "
+                f"{names} (modules of the 784-w-w-10 MLP with weights)")
 
 
 SCALES = {
