@@ -14,7 +14,8 @@ def test_report_inlines_figures_and_survives_a_stale_result(tmp_path):
                     overrides={"epochs": 5, "depths": (1, 2), "functions": ("square",)})
     page = write_report(tmp_path).read_text()
     assert page.count("data:image/png;base64,") == 1
-    assert "fit-mnist" in page and "Not run yet" in page
+    assert "fit-mnist" in page and "not run</span>" in page
+    assert "What the literature expects" in page
     # A result written by an older version (a key missing) is reported, not a crash.
     arrays = load_arrays(run.path / "result.npz")
     save_arrays(run.path / "result.npz", {k: v for k, v in arrays.items() if k != "depths"})

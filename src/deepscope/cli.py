@@ -98,7 +98,7 @@ def _check_out(out: Path) -> None:
 def _cmd_run(args) -> int:
     import torch
 
-    from .report import write_report
+    from .report import record_failure, write_report
     from .runner import get_study, resolve_device, run_study
     from .studies import STUDIES, make_config
 
@@ -136,6 +136,7 @@ def _cmd_run(args) -> int:
             raise
         except Exception as e:  # one study failing must not stop the others
             traceback.print_exc()
+            record_failure(out, name, e, args.scale)
             failed.append(name)
             summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
                            f"{type(e).__name__}: {e}")

@@ -1,69 +1,157 @@
-"""A self-contained HTML page of every stored study.
+"""One self-contained HTML page of every study.
 
 The report is rebuilt from the store alone: for each registered study it loads the latest
-stored run, re-plots its figures from ``result.npz`` (so a figure change never retrains),
-recomputes its findings, and inlines everything — PNGs as base64 — into one file that needs
-no network to view. Every string that came from a config, a result or the user is escaped.
+stored run, re-plots its figures from ``result.npz`` (so changing a figure never retrains),
+recomputes its findings and its comparison with the literature, and inlines everything —
+figures as base64 PNG — into one file that needs no network to view and prints cleanly.
+Studies that were not run, whose last attempt failed, or whose stored result this version
+cannot re-plot are listed as such, with the reason. Every string that comes from a config,
+a result, an error or the user is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
+import json
+import platform
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import UsageError
 from .plot import to_png
-from .store import atomic_write_bytes, latest_runs
+from .store import StoredRun, atomic_write_bytes, atomic_write_json, latest_runs
 from .studies import STUDIES, make_config
 
+FAILED = "failed.json"
+
 STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{border-bottom:2px solid #0072B2}h2{margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:2px 8px;
-text-align:left}img{max-width:100%;height:auto;display:block;margin:1em 0}
-.missing{color:#a00}.meta{color:#666;font-size:.85em}
-@media print{h2{page-break-before:always}}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;
+padding:0 1.2em;color:#222;line-height:1.5}
+h1{border-bottom:3px solid #0072B2;padding-bottom:.2em}
+h2{margin-top:2.2em;border-bottom:1px solid #bbb;padding-bottom:.1em}
+table{border-collapse:collapse;font-size:.9em;margin:.6em 0}
+td,th{border:1px solid #ddd;padding:3px 9px;text-align:left;vertical-align:top}
+th{background:#f4f6f8;font-weight:600}
+img{max-width:100%;height:auto;display:block;margin:1em auto}
+.status{font-size:.8em;padding:1px 6px;border-radius:4px;margin-left:.4em}
+.ok{background:#e3f4ea;color:#17633a}.fail{background:#fbe4e4;color:#8a1c1c}
+.none{background:#eee;color:#555}.agree{color:#17633a}.disagree{color:#8a1c1c}
+.note{color:#555;font-size:.88em}.question{font-style:italic}
+code{font-size:.88em;background:#f4f4f4;padding:0 3px}
+details{margin:.5em 0}
+@media print{h2{break-before:page}h2#contents{break-before:auto}img{break-inside:avoid}
+body{max-width:none}}
 """
 
+_e = html.escape
 
-def _section(name: str, run) -> str:
-    e = html.escape
+
+def record_failure(root: Path, study: str, error: BaseException, scale: str) -> None:
+    """Store that the last attempt at ``study`` failed, and why (shown by the report)."""
+    atomic_write_json(Path(root) / study / FAILED, {
+        "error": f"{type(error).__name__}: {error}", "scale": scale,
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+
+def _failure(root: Path, study: str, run: StoredRun | None) -> dict[str, Any] | None:
+    """The stored failure of ``study`` if it is newer than its latest successful run."""
+    path = Path(root) / study / FAILED
+    if not path.exists():
+        return None
+    if run is not None and (run.path / "meta.json").stat().st_mtime > path.stat().st_mtime:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"error": "failure record unreadable", "when": "?"}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _setup_rows(run: StoredRun) -> list[tuple[str, str]]:
+    """The setup as a reader looks for it, read off the stored config and result."""
+    cfg, res = run.config, run.result
+    pick = lambda *keys: [(k, cfg[k]) for k in cfg if any(s in k for s in keys)]  # noqa: E731
+    rows = [("scale", str(run.meta.get("scale", "?")))]
+    if "params" in res:
+        p = np.atleast_1d(res["params"])
+        label = ", ".join(f"{int(x):,}" for x in p[:14]) + (" …" if len(p) > 14 else "")
+        rows.append(("parameters per model", label))
+    rows.append(("optimiser", str(cfg.get("optimizer", "Adam"))))
+    for title, keys in (("learning rate", ("lr",)), ("batch size", ("batch",)),
+                        ("epochs / steps", ("epoch", "steps")), ("seeds / runs", ("seeds",
+                                                                                  "runs")),
+                        ("data", ("subset", "n_train", "function", "datasets"))):
+        found = pick(*keys)
+        if found:
+            rows.append((title, "; ".join(f"{k} = {_fmt(v)}" for k, v in found)))
+    return rows
+
+
+def _literature(study, result, cfg) -> str:
+    if study.literature is None:
+        return ""
+    ex = study.literature(result, cfg)
+    verdict = {True: '<b class="agree">agrees</b>', False: '<b class="disagree">disagrees</b>',
+               None: "<b>not testable with this configuration</b>"}[ex.agrees]
+    return (f"<p><b>What the literature expects:</b> {_e(ex.claim)} ({_e(ex.reference)}). "
+            f"<b>Criterion:</b> {_e(ex.criterion)} — our measurement {verdict}.</p>")
+
+
+def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -> str:
     study = STUDIES[name]
-    parts = [f'<h2 id="{e(name)}">{e(name)}</h2>', f"<p>{e(study.summary)}</p>"]
+    parts = [f'<h2 id="{_e(name)}">{_e(name)}</h2>',
+             f'<p class="question">{_e(study.summary)}</p>']
+    if failure is not None:
+        parts.append(f'<p class="missing"><span class="status fail">failed</span> The last '
+                     f"attempt ({_e(str(failure.get('when')))}, scale "
+                     f"{_e(str(failure.get('scale')))}) failed: "
+                     f"<code>{_e(str(failure.get('error')))}</code>"
+                     + (" — the last successful run is shown below." if run else "") + "</p>")
     if run is None:
-        parts.append('<p class="missing">Not run yet: <code>deepscope run '
-                     f'{e(name)}</code></p>')
+        if failure is None:
+            parts.append('<p><span class="status none">not run</span> Run it with '
+                         f"<code>deepscope run {_e(name)}</code>.</p>")
         return "\n".join(parts)
     try:
         cfg = make_config(study, "default", run.config)
-    except UsageError as err:
-        parts.append(f'<p class="missing">Stored config cannot be read: {e(str(err))}</p>')
-        return "\n".join(parts)
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>"
-                   for k, v in run.config.items())
-    parts.append(f"<table>{rows}</table>")
-    try:
         figures = study.plot(run.result, cfg)
         findings = study.findings(run.result, cfg)
-    except Exception as err:  # e.g. a result stored by an older version of the study
-        parts.append(f'<p class="missing">The stored result in <code>{e(str(run.path))}'
-                     f"</code> cannot be re-plotted by this version ({e(type(err).__name__)}: "
-                     f"{e(str(err))}); re-run <code>deepscope run {e(name)}</code>.</p>")
+        literature = _literature(study, run.result, cfg)
+    except (UsageError, Exception) as err:  # e.g. a result stored by an older version
+        parts.append(f'<p><span class="status fail">cannot be shown</span> The stored run in '
+                     f"<code>{_e(str(run.path))}</code> cannot be re-plotted by this version "
+                     f"({_e(type(err).__name__)}: {_e(str(err))}); re-run "
+                     f"<code>deepscope run {_e(name)}</code>.</p>")
         return "\n".join(parts)
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _setup_rows(run))
+    parts.append(f"<h3>Setup</h3><table>{rows}</table>")
+    full = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>"
+                   for k, v in run.config.items())
+    parts.append(f"<details><summary>full configuration</summary><table>{full}</table>"
+                 "</details>")
     for key, fig in figures.items():
         data = base64.b64encode(to_png(fig)).decode()
-        parts.append(f'<img alt="{e(name)}: {e(key)}" src="data:image/png;base64,{data}">')
-    items = "".join(f"<li>{e(s)}</li>" for s in findings)
-    parts.append(f"<h3>Findings</h3><ul>{items}</ul>")
+        parts.append(f'<img alt="{_e(name)}: {_e(key)}" src="data:image/png;base64,{data}">')
+    items = "".join(f"<li>{_e(s)}</li>" for s in findings)
+    parts.append(f"<h3>Findings</h3><ul>{items}</ul>{literature}")
     meta = run.meta
-    parts.append(f'<p class="meta">scale {e(str(meta.get("scale")))}, '
-                 f'{float(meta.get("seconds", 0)):.1f} s on {e(str(meta.get("device")))} '
-                 f'with {e(str(meta.get("threads")))} threads; torch '
-                 f'{e(str(meta.get("versions", {}).get("torch")))}; raw data: '
-                 f'<code>{e(str(run.path / "result.npz"))}</code>, '
-                 f'<code>{e(str(run.path / "config.json"))}</code></p>')
+    parts.append(
+        f'<p class="note">Ran in {float(meta.get("seconds", 0)):.1f} s on '
+        f'{_e(str(meta.get("device")))} with {_e(str(meta.get("threads")))} thread(s), '
+        f'started {_e(str(meta.get("started")))}. Raw data: '
+        f'<code>{_e(str(run.path / "result.npz"))}</code>, '
+        f'<code>{_e(str(run.path / "config.json"))}</code>.</p>')
     return "\n".join(parts)
 
 
@@ -71,12 +159,37 @@ def write_report(root: Path) -> Path:
     """Write ``root/report.html`` from the latest stored run of every study; return its path."""
     root = Path(root)
     runs = latest_runs(root) if root.exists() else {}
-    toc = "".join(f'<li><a href="#{html.escape(n)}">{html.escape(n)}</a>'
-                  f'{"" if n in runs else " (not run)"}</li>' for n in STUDIES)
-    body = "\n".join(_section(n, runs.get(n)) for n in STUDIES)
+    failures = {n: _failure(root, n, runs.get(n)) for n in STUDIES}
+    toc = []
+    for n in STUDIES:
+        if failures[n]:
+            badge = '<span class="status fail">failed</span>'
+        elif n in runs:
+            secs = float(runs[n].meta.get("seconds", 0))
+            badge = (f'<span class="status ok">{secs:.1f} s, '
+                     f'{_e(str(runs[n].meta.get("scale")))}</span>')
+        else:
+            badge = '<span class="status none">not run</span>'
+        toc.append(f'<li><a href="#{_e(n)}">{_e(n)}</a>{badge} — {_e(STUDIES[n].summary)}'
+                   "</li>")
+    any_meta = next(iter(runs.values())).meta if runs else {}
+    versions = any_meta.get("versions", {})
+    machine = any_meta.get("machine", {})
+    header = (
+        f'<p class="note">Generated {dt.datetime.now().strftime("%Y-%m-%d %H:%M")} from '
+        f"<code>{_e(str(root.resolve()))}</code>. deepscope {_e(str(versions.get('deepscope')))}"
+        f", torch {_e(str(versions.get('torch')))}, numpy {_e(str(versions.get('numpy')))}, "
+        f"Python {_e(str(versions.get('python', platform.python_version())))}; "
+        f"{_e(str(machine.get('platform', platform.platform())))}, "
+        f"{_e(str(machine.get('cpus', '?')))} CPUs. {len(runs)} of {len(STUDIES)} studies "
+        "stored. Figures are re-drawn from the stored results; every number in the findings "
+        "is computed from them.</p>")
+    body = "\n".join(_section(n, runs.get(n), failures[n]) for n in STUDIES)
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>deepscope report</title><style>{STYLE}</style></head><body>"
-            f"<h1>deepscope report</h1><ul>{toc}</ul>{body}</body></html>")
+            f"<h1>deepscope report</h1>{header}<h2 id=\"contents\">Contents</h2><ol>"
+            f"{''.join(toc)}</ol>{body}</body></html>")
     path = root / "report.html"
     atomic_write_bytes(path, page.encode())
     return path

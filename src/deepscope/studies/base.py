@@ -31,8 +31,26 @@ _UNIONS = (typing.Union, types.UnionType)
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """What the literature expects, and whether the stored measurement agrees.
+
+    ``agrees`` is computed from the result by the stated ``criterion`` (``None`` when the
+    criterion cannot be evaluated for this configuration); it is never written by hand.
+    """
+
+    claim: str
+    reference: str
+    criterion: str
+    agrees: bool | None
+
+
+@dataclass(frozen=True)
 class Study:
-    """A registered study: its name, config class, the three functions and its scales."""
+    """A registered study: its name, config class, the functions and its scales.
+
+    ``literature(result, cfg) -> Expectation`` compares the measurement with the published
+    expectation for the report.
+    """
 
     name: str
     Config: type
@@ -41,6 +59,7 @@ class Study:
     findings: Callable[..., list[str]]
     scales: Mapping[str, Mapping[str, Any]]
     question: str = ""
+    literature: Callable[..., Expectation] | None = None
 
     @property
     def summary(self) -> str:
@@ -157,6 +176,15 @@ def config_fields(study: Study) -> list[tuple[str, str, Any, str]]:
 def field(default: Any, doc: str) -> Any:
     """A config field with a default and a one-line meaning (shown by ``deepscope show``)."""
     return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation of two 1-D sequences (NaN for fewer than 3 points)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def require(condition: bool, message: str) -> None:

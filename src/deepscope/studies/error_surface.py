@@ -31,7 +31,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.landscape import pca_plane, random_plane, surface
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -150,4 +150,16 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     ]
 
 
-study = Study("error-surface", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    rl = result["random.loss"]
+    c = int(np.argmin(np.abs(result["random.a"])))
+    return Expectation(
+        "On a filter-normalised random plane the loss around a trained net looks like a "
+        "convex bowl with the model at the bottom",
+        "Li et al., 2018",
+        "the model's grid point has the lowest loss of the random-plane grid",
+        bool(rl.min() >= rl[c, c] - 1e-9))
+
+study = Study("error-surface", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

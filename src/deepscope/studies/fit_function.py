@@ -29,7 +29,7 @@ from ..context import Context
 from ..data.functions import FUNCTIONS
 from ..models import ACTIVATIONS, count_params, mlp, mlp_widths
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -189,4 +189,20 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
-study = Study("fit-function", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    claim = ("At equal parameter count a deeper net fits an oscillating target better than a "
+             "one-hidden-layer net")
+    ref = "Eldan & Shamir, 2016; Telgarsky, 2016"
+    crit = ("on sinc, the best depth > 1 has a lower final MSE than depth 1 in every seed "
+            "(its worst seed below depth 1's best)")
+    depths = list(result["depths"])
+    if "sinc" not in cfg.functions or 1 not in depths or len(depths) < 2:
+        return Expectation(claim, ref, crit, None)
+    final = result["sinc.train_loss"][:, :, -1]
+    shallow = final[depths.index(1)]
+    deep = min((final[i] for i, d in enumerate(depths) if d > 1), key=lambda f: f.mean())
+    return Expectation(claim, ref, crit, bool(deep.max() < shallow.min()))
+
+study = Study("fit-function", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

@@ -32,7 +32,7 @@ from ..data.mnist import IMAGE_SETS
 from ..errors import DataError
 from ..models import cnn, cnn_channels, count_params
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -179,4 +179,20 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
-study = Study("fit-mnist", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    claim = ("At equal parameter count deeper convolutional nets reach higher test accuracy "
+             "than shallow ones")
+    ref = "Urban et al., 2017, 'Do deep convolutional nets really need to be deep'"
+    crit = ("on MNIST, the best depth > 1 beats depth 1 in test accuracy in every seed (its "
+            "worst seed above depth 1's best)")
+    depths = list(result["depths"])
+    if "mnist" not in list(result["datasets"]) or 1 not in depths or len(depths) < 2:
+        return Expectation(claim, ref, crit, None)
+    acc = result["mnist.test_acc"][..., -1]
+    shallow = acc[depths.index(1)]
+    deep = max((acc[i] for i, d in enumerate(depths) if d > 1), key=lambda a: a.mean())
+    return Expectation(claim, ref, crit, bool(deep.min() > shallow.max()))
+
+study = Study("fit-mnist", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

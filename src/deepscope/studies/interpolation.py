@@ -28,7 +28,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.landscape import interpolate
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -147,4 +147,17 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
-study = Study("interpolation", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    a, tl = result["alphas"], result["batch.train_loss"]
+    s1, s2 = _outer_rise(tl, a, 0.0, -0.25), _outer_rise(tl, a, 1.0, 0.25)
+    return Expectation(
+        "The large-batch solution lies in a sharper basin: along the line the training loss "
+        "rises faster beyond it than beyond the small-batch solution",
+        "Keskar et al., 2017, Fig. 3",
+        "batch pair: the loss rise 0.25 in α beyond the large-batch model exceeds the rise "
+        "beyond the small-batch model by more than 10 %",
+        bool(s2 > 1.1 * s1) if cfg.large_batch > cfg.small_batch else None)
+
+study = Study("interpolation", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

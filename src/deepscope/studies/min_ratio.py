@@ -45,7 +45,7 @@ from ..probes.critical import find_critical_point, gradient_flat_share
 from ..probes.gradient import full_gradient
 from ..probes.hessian import ensemble_hessians, ratio_from_eigenvalues
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require, spearman
 
 
 @dataclass(frozen=True)
@@ -173,11 +173,6 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     return {"loss_vs_ratio": fig, "spectra": fig2}
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 else float("nan")
-
-
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     conv, flat, other = _classes(result, cfg)
     n = len(conv)
@@ -188,7 +183,7 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     if conv.any():
         ratio, loss = result["ratio"][conv], result["loss"][conv]
         minima = result["negative"][conv] == 0
-        rho = _spearman(ratio, loss)
+        rho = spearman(ratio, loss)
         zero = 1 - ratio - result["negative"][conv]
         lines.append(
             f"Of the {conv.sum()} critical points, {minima.sum()} are minima (no eigenvalue "
@@ -214,4 +209,17 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
-study = Study("min-ratio", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    conv = result["converged"].astype(bool)
+    claim = ("Critical points of lower loss have a larger share of positive Hessian "
+             "eigenvalues (saddles of high loss, minima of low loss)")
+    ref = "Dauphin et al., 2014; Pennington & Bahri, 2017"
+    crit = "Spearman correlation of minimal ratio with loss over converged points < −0.1"
+    if conv.sum() < 3:
+        return Expectation(claim, ref, crit, None)
+    return Expectation(claim, ref, crit,
+                       bool(spearman(result["ratio"][conv], result["loss"][conv]) < -0.1))
+
+study = Study("min-ratio", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

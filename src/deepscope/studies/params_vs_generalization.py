@@ -28,7 +28,7 @@ from ..context import Context
 from ..data.labels import label_noise
 from ..models import count_params, mlp
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require, spearman
 
 
 @dataclass(frozen=True)
@@ -131,5 +131,19 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    order = np.argsort(result["params"])
+    p = result["params"][order]
+    rho = spearman(np.log(p), result["train_loss"][order].mean(1))
+    best = int(np.argmax(result["test_acc"][order].mean(1)))
+    return Expectation(
+        "Wider nets fit the training set better and, past the interpolation threshold, keep "
+        "generalising better rather than over-fitting",
+        "Neyshabur et al., 2015 and 2019; Belkin et al., 2019; Nakkiran et al., 2019",
+        "Spearman(parameters, train loss) < −0.8 and the best test accuracy is at one of the "
+        "three largest widths",
+        bool(rho < -0.8 and best >= len(p) - 3))
+
 study = Study("params-vs-generalization", Config, run, plot, findings, SCALES,
-              question=__doc__)
+              question=__doc__, literature=literature)

@@ -27,7 +27,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.trajectory import layer_slice, pca
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -143,4 +143,15 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
-study = Study("pca-trajectory", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    return Expectation(
+        "Independently initialised runs do not converge to one point in weight space: they "
+        "end in different places of a connected low-loss region",
+        "Li et al., 2018, §7; Fort & Jastrzebski, 2019",
+        "the mean distance between runs at the end exceeds the mean distance at "
+        "initialisation (whole model)",
+        bool(result["model.spread"][1] > result["model.spread"][0]))
+
+study = Study("pca-trajectory", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

@@ -27,7 +27,7 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -127,4 +127,22 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return lines
 
 
-study = Study("random-labels", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    ep = result["random.epoch"]
+    r = [_epoch_reaching(a, ep, cfg.fit_level) for a in result["random.train_acc"]]
+    t = [_epoch_reaching(a, ep, cfg.fit_level) for a in result["true.train_acc"]]
+    chance = abs(100 * result["random.test_acc"][:, -1].mean() - 10) <= 5
+    fitted = all(np.isfinite(r)) and all(np.isfinite(t))
+    slow = fitted and np.median(r) / np.median(t) <= 10
+    return Expectation(
+        "Over-parameterised nets fit random labels to ~100 % training accuracy, a small "
+        "constant factor slower than true labels, with test accuracy at chance",
+        "Zhang et al., 2017",
+        f"every seed reaches {100 * cfg.fit_level:.0f} % train accuracy on random and true "
+        "labels, the slowdown is ≤ 10×, and random-label test accuracy is within 5 points of "
+        "10 %",
+        bool(fitted and slow and chance))
+
+study = Study("random-labels", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

@@ -27,7 +27,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.sensitivity import OUTPUTS, sensitivity
 from ..train import train
-from .base import Study, field, require
+from .base import Expectation, Study, field, require, spearman
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,6 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     return {"sensitivity": fig}
 
 
-def _trend(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of y with x."""
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     b = result["batch_sizes"]
     st = result["sens_test"]
@@ -139,12 +133,23 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     return [
         "; ".join(parts) + ".",
         f"Trend with batch size (Spearman over batch sizes, seed means): test sensitivity "
-        f"{_trend(b, st.mean(1)):+.2f}, test accuracy {_trend(b, te.mean(1)):+.2f}, "
+        f"{spearman(b, st.mean(1)):+.2f}, test accuracy {spearman(b, te.mean(1)):+.2f}, "
         f"generalisation gap (train − test acc) "
-        f"{_trend(b, (100 * result['train_acc'][:, :, -1] - te).mean(1)):+.2f}.",
+        f"{spearman(b, (100 * result['train_acc'][:, :, -1] - te).mean(1)):+.2f}.",
         "Same epochs for every batch size, so larger batches take fewer optimiser steps "
         "(listed above): part of any trend is under-training, not batch size alone.",
     ]
 
 
-study = Study("sensitivity", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    b = result["batch_sizes"]
+    return Expectation(
+        "Larger batches give functions that are more sensitive to their input, and "
+        "sensitivity tracks worse generalisation",
+        "Novak et al., 2018; Keskar et al., 2017",
+        "Spearman correlation of batch size with mean test sensitivity > 0",
+        bool(spearman(b, result["sens_test"].mean(1)) > 0) if len(b) >= 3 else None)
+
+study = Study("sensitivity", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)

@@ -25,7 +25,7 @@ from .. import plot as P
 from ..context import Context
 from ..probes.hessian import hessian_eigenvalues, hessian_trace
 from ..probes.sharpness import sharpness
-from .base import Study, field, require
+from .base import Expectation, Study, field, require, spearman
 from .sensitivity import SCALES as SENS_SCALES
 from .sensitivity import train_at_batch
 
@@ -108,11 +108,6 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     return {"sharpness": fig}
 
 
-def _trend(x, y) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     b = result["batch_sizes"]
     lines = []
@@ -121,17 +116,29 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         lines.append(f"ε = {e:g}: sharpness " + ", ".join(
             f"{bs}: {s[i].mean():.3g} ({s[i].min():.3g}–{s[i].max():.3g})"
             for i, bs in enumerate(b)) + f" (batch: mean (seed range)); Spearman with batch "
-            f"size {_trend(b, s.mean(1)):+.2f}.")
+            f"size {spearman(b, s.mean(1)):+.2f}.")
     lines.append("Top Hessian eigenvalue " + ", ".join(
         f"{bs}: {v:.3g}" for bs, v in zip(b, result["top_eig"].mean(1)))
-        + f" (Spearman {_trend(b, result['top_eig'].mean(1)):+.2f}); trace "
+        + f" (Spearman {spearman(b, result['top_eig'].mean(1)):+.2f}); trace "
         + ", ".join(f"{bs}: {v:.3g}" for bs, v in zip(b, result["trace"].mean(1)))
-        + f" (Spearman {_trend(b, result['trace'].mean(1)):+.2f}).")
+        + f" (Spearman {spearman(b, result['trace'].mean(1)):+.2f}).")
     gap = (result["test_loss"] - result["train_loss"]).mean(1)
     lines.append(f"Generalisation gap (test − train loss) vs batch size: Spearman "
-                 f"{_trend(b, gap):+.2f}; Keskar et al. expect sharpness and the gap to grow "
+                 f"{spearman(b, gap):+.2f}; Keskar et al. expect sharpness and the gap to grow "
                  "with batch size.")
     return lines
 
 
-study = Study("sharpness", Config, run, plot, findings, SCALES, question=__doc__)
+
+def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
+    b = result["batch_sizes"]
+    eps = list(cfg.eps)
+    j = eps.index(1e-3) if 1e-3 in eps else len(eps) // 2
+    return Expectation(
+        "ε-sharpness grows with batch size (large-batch training converges to sharp minima)",
+        "Keskar et al., 2017",
+        f"Spearman correlation of batch size with mean ε-sharpness at ε = {eps[j]:g} > 0",
+        bool(spearman(b, result["sharpness"][:, :, j].mean(1)) > 0) if len(b) >= 3 else None)
+
+study = Study("sharpness", Config, run, plot, findings, SCALES,
+              question=__doc__, literature=literature)
