@@ -22,3 +22,12 @@ def test_report_inlines_figures_and_survives_a_stale_result(tmp_path):
     page = write_report(tmp_path).read_text()
     assert "cannot be re-plotted by this version" in page
     assert np.all(arrays["depths"] == [1, 2])
+
+
+def test_a_failed_study_is_listed_with_its_reason(tmp_path):
+    from deepscope.report import record_failure
+
+    record_failure(tmp_path, "min-ratio", RuntimeError("out of <memory>"), "default")
+    page = write_report(tmp_path).read_text()
+    assert 'class="status fail">failed' in page
+    assert "RuntimeError: out of &lt;memory&gt;" in page

@@ -81,20 +81,27 @@ def _fmt(v: Any) -> str:
 def _setup_rows(run: StoredRun) -> list[tuple[str, str]]:
     """The setup as a reader looks for it, read off the stored config and result."""
     cfg, res = run.config, run.result
-    pick = lambda *keys: [(k, cfg[k]) for k in cfg if any(s in k for s in keys)]  # noqa: E731
+    groups = {  # config keys by role; a key belongs to the first role whose test it passes
+        "learning rate": lambda k: k == "lr" or k.endswith("_lr"),
+        "batch size": lambda k: "batch" in k,
+        "epochs / steps": lambda k: "epoch" in k or k.endswith("steps"),
+        "seeds / runs": lambda k: k in ("seeds", "runs"),
+        "data": lambda k: k in ("subset", "test_subset", "n_train", "function", "functions",
+                                "datasets", "label_noise"),
+    }
     rows = [("scale", str(run.meta.get("scale", "?")))]
-    if "params" in res:
-        p = np.atleast_1d(res["params"])
+    params = next((res[k] for k in res if k == "params" or k.endswith(".params")), None)
+    if params is not None:
+        p = np.atleast_1d(params)
         label = ", ".join(f"{int(x):,}" for x in p[:14]) + (" …" if len(p) > 14 else "")
         rows.append(("parameters per model", label))
     rows.append(("optimiser", str(cfg.get("optimizer", "Adam"))))
-    for title, keys in (("learning rate", ("lr",)), ("batch size", ("batch",)),
-                        ("epochs / steps", ("epoch", "steps")), ("seeds / runs", ("seeds",
-                                                                                  "runs")),
-                        ("data", ("subset", "n_train", "function", "datasets"))):
-        found = pick(*keys)
-        if found:
-            rows.append((title, "; ".join(f"{k} = {_fmt(v)}" for k, v in found)))
+    taken: set[str] = set()
+    for title, belongs in groups.items():
+        keys = [k for k in cfg if k not in taken and belongs(k)]
+        taken.update(keys)
+        if keys:
+            rows.append((title, "; ".join(f"{k} = {_fmt(cfg[k])}" for k in keys)))
     return rows
 
 

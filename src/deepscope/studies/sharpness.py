@@ -91,7 +91,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
         P.band(ax_s, b, result["sharpness"][order, :, j].T, f"ε = {e:g}", P.COLORS[j], log=True)
     ax_s.set(xscale="log", yscale="log", xlabel="batch size", ylabel="ε-sharpness φ (%)",
              title="ε-sharpness (Keskar et al.)")
-    ax_s.legend(fontsize=8)
+    ax_s.legend(fontsize=8, loc="center left")  # the curves sit high and low: keep clear
     P.band(ax_h, b, result["top_eig"][order].T, "top eigenvalue λ₁", P.COLORS[3], log=True)
     P.band(ax_h, b, result["trace"][order].T, "trace (Hutch++)", P.COLORS[4], log=True)
     ax_h.set(xscale="log", yscale="log", xlabel="batch size", ylabel="Hessian",
