@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from planted import Planted, value
 
 import deepscope as ds
 from deepscope.data import Data, label_noise, random_labels
@@ -101,28 +101,18 @@ def test_sharpness_stays_in_the_box_and_beats_random_points():
     assert s.value == pytest.approx(100 * (s.max_loss - s.loss) / (1 + s.loss))
 
 
-class Quadratic(nn.Module):
-    def __init__(self, coef, theta0):
-        super().__init__()
-        self.coef = torch.as_tensor(coef, dtype=torch.float64)
-        self.theta = nn.Parameter(torch.as_tensor(theta0, dtype=torch.float64))
-
-    def forward(self, x):
-        return (self.coef * self.theta**2).sum() + 0 * x.sum()
-
-
 def test_sharpness_closed_form_for_a_quadratic_and_zero_for_a_constant():
     x = torch.zeros(1, 1, dtype=torch.float64)
     coef, theta0, eps = [1.0, 3.0, 0.5], [0.2, -1.0, 2.0], 1e-2
-    q = Quadratic(coef, theta0)
-    s = sharpness(q, lambda out, y: out, (x, x), eps=eps)
+    q = Planted(coef, theta0)
+    s = sharpness(q, value, (x, x), eps=eps)
     t = np.abs(np.array(theta0))
     top = float(np.sum(np.array(coef) * (t + eps * (t + 1)) ** 2))
     base = float(np.sum(np.array(coef) * t**2))
     assert s.max_loss == pytest.approx(top, rel=1e-12)
     assert s.value == pytest.approx(100 * (top - base) / (1 + base), rel=1e-10)
-    flat = Quadratic([0.0, 0.0, 0.0], theta0)
-    assert sharpness(flat, lambda out, y: out, (x, x), eps=eps).value == pytest.approx(0.0)
+    flat = Planted([0.0, 0.0, 0.0], theta0)
+    assert sharpness(flat, value, (x, x), eps=eps).value == pytest.approx(0.0)
 
 
 def test_random_labels_and_label_noise():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from planted import Planted, value
 from torch import nn
 
 import deepscope as ds
@@ -94,26 +95,10 @@ def test_trace_and_density_agree_with_the_exact_spectrum():
     np.testing.assert_allclose(np.asarray(dens.weights).sum(-1), 1.0, atol=1e-10)
 
 
-class Planted(nn.Module):
-    """L(θ) = Σ_i c_i θ_i² (+ an optional quartic): a saddle or minimum with known Hessian."""
-
-    def __init__(self, coef, theta0):
-        super().__init__()
-        self.coef = torch.as_tensor(coef, dtype=torch.float64)
-        self.theta = nn.Parameter(torch.as_tensor(theta0, dtype=torch.float64))
-
-    def forward(self, x):
-        return (self.coef * self.theta**2).sum() + 0 * x.sum()
-
-
-def _value(out, y):
-    return out
-
-
 def test_minimal_ratio_reads_a_planted_saddle_and_a_convex_minimum():
     x = torch.zeros(1, 1, dtype=torch.float64)
     saddle = Planted([1.0, 2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 0.0])
-    r = minimal_ratio(saddle, _value, (x, x))
+    r = minimal_ratio(saddle, value, (x, x))
     assert r.ratio[0] == 0.5 and sorted(r.eigenvalues[0]) == [-6.0, -2.0, 2.0, 4.0]
     X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     lin = nn.Linear(3, 1).double()
@@ -123,7 +108,7 @@ def test_minimal_ratio_reads_a_planted_saddle_and_a_convex_minimum():
 def test_minimal_ratio_counts_near_zero_eigenvalues_as_not_positive():
     x = torch.zeros(1, 1, dtype=torch.float64)
     flat = Planted([1.0, 1e-12, 0.0], [0.0, 0.0, 0.0])
-    r = minimal_ratio(flat, _value, (x, x))
+    r = minimal_ratio(flat, value, (x, x))
     assert r.ratio_zero[0] == pytest.approx(2 / 3)  # the 2e-12 eigenvalue is "positive" at τ=0
     assert r.ratio[0] == pytest.approx(1 / 3) and r.tau[0] == pytest.approx(2e-6)
 
@@ -145,13 +130,13 @@ def test_find_critical_point_reaches_known_critical_points(newton_steps):
     x = torch.zeros(1, 1, dtype=torch.float64)
     starts = [[0.3, 0.5], [-0.8, 0.1], [1.4, -0.3], [0.05, 0.2]]
     members = [DoubleWell(s) for s in starts]
-    cp = find_critical_point(members, _value, (x, x), tol=1e-6, max_steps=3000, lr=1e-2,
+    cp = find_critical_point(members, value, (x, x), tol=1e-6, max_steps=3000, lr=1e-2,
                              newton_steps=newton_steps)
     assert cp.converged.all() and (cp.grad_norm < 1e-6).all()
     for m in members:
         t = get_theta(m).numpy()
         assert min(np.abs(t - c).max() for c in ([-1, 0], [0, 0], [1, 0])) < 1e-5
-        assert grad_norm(m, _value, (x, x)) < 1e-6
+        assert grad_norm(m, value, (x, x)) < 1e-6
 
 
 def test_gradient_flat_share():
