@@ -17,30 +17,23 @@ from .hessian import (
     ratio_from_eigenvalues,
     spectral_density,
 )
-from .landscape import Interpolation, interpolate, surface
+from .landscape import (
+    Interpolation,
+    filter_normalized_direction,
+    interpolate,
+    pca_plane,
+    random_plane,
+    surface,
+)
 from .sensitivity import input_jacobian, sensitivity
 from .sharpness import Sharpness, sharpness
+from .trajectory import PCAResult, pca
 
 __all__ = [
-    "CriticalPoints",
-    "Interpolation",
-    "MinimalRatio",
-    "Sharpness",
-    "ensemble_hessians",
-    "find_critical_point",
-    "full_gradient",
-    "grad_norm",
-    "gradient_flat_share",
-    "hessian",
-    "hessian_eigenvalues",
-    "hessian_trace",
-    "hvp",
-    "input_jacobian",
-    "interpolate",
-    "minimal_ratio",
-    "ratio_from_eigenvalues",
-    "sensitivity",
-    "sharpness",
-    "spectral_density",
+    "CriticalPoints", "Interpolation", "MinimalRatio", "PCAResult", "Sharpness",
+    "ensemble_hessians", "filter_normalized_direction", "find_critical_point", "full_gradient",
+    "grad_norm", "gradient_flat_share", "hessian", "hessian_eigenvalues", "hessian_trace",
+    "hvp", "input_jacobian", "interpolate", "minimal_ratio", "pca", "pca_plane",
+    "random_plane", "ratio_from_eigenvalues", "sensitivity", "sharpness", "spectral_density",
     "surface",
 ]
