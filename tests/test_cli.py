@@ -30,6 +30,7 @@ from deepscope.cli import main
         (["run", "pca-trajectory", "--set", "layer=foo"], "choose one of ['1', '3', '5']"),
         (["run", "sharpness", "--set", "eps=1e-3,inf"], "must be finite"),
         (["report", "--out", "/proc/no/such/dir"], "cannot create results directory"),
+        (["run", "sensitivity", "--set", "test_subset=20000"], "more than MNIST has (10000)"),
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_fix(argv, expected, tmp_path, capsys):

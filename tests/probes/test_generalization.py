@@ -129,3 +129,13 @@ def test_random_labels_and_label_noise():
         label_noise(data, 1.5)
     with pytest.raises(DataError, match="classification"):
         random_labels(ds.load("sinc", n=8, n_test=4))
+
+
+def test_sharpness_on_chunks_equals_the_full_batch():
+    data = _classification()
+    model = _net(4)
+    x, y = data.x_train, data.y_train
+    full = sharpness(model, F.cross_entropy, (x, y), eps=1e-3, steps=5, restarts=1)
+    parts = [(x[i : i + 16], y[i : i + 16]) for i in range(0, len(x), 16)]
+    chunked = sharpness(model, F.cross_entropy, parts, eps=1e-3, steps=5, restarts=1)
+    assert chunked.value == pytest.approx(full.value, rel=1e-9)

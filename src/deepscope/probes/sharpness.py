@@ -53,16 +53,20 @@ def sharpness(model: nn.Module, loss_fn: LossFn, batch: Batch, eps: float = 1e-3
     """
     if eps < 0:
         raise ValueError(f"eps must be ≥ 0, got {eps}")
-    parts = [(objective(model, loss_fn, (x, y))[0], w) for x, y, w in chunks(batch)]
+    parts = [(grad_and_value(objective(model, loss_fn, (x, y))[0]), w)
+             for x, y, w in chunks(batch)]
     theta = get_theta(model)
 
-    def L(t: Tensor) -> Tensor:
-        return sum(w * f(t) for f, w in parts)
+    def g_and_v(t: Tensor) -> tuple[Tensor, Tensor]:
+        """∇L and L, accumulated chunk by chunk (memory of one chunk's graph)."""
+        g, v = torch.zeros_like(t), torch.zeros((), dtype=t.dtype, device=t.device)
+        for gv, w in parts:
+            gc, vc = gv(t)
+            g, v = g + w * gc, v + w * vc
+        return g, v
 
-    g_and_v = grad_and_value(L)
     box = eps * (theta.abs() + 1)
-    with torch.no_grad():
-        base = float(L(theta))
+    base = float(g_and_v(theta)[1])
     gen = torch.Generator(device="cpu").manual_seed(seed)
     best, best_delta = base, torch.zeros_like(theta)
     starts = [torch.zeros_like(theta)] + [

@@ -28,6 +28,8 @@ from ..errors import ConfigError
 
 SCALE_NAMES = ("quick", "default", "full")
 _UNIONS = (typing.Union, types.UnionType)
+# Sample counts of MNIST and Fashion-MNIST, checked before any work starts.
+SIZE_LIMITS = {"subset": 60_000, "test_subset": 10_000}
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,10 @@ def make_config(study: Study, scale: str = "default", overrides: Mapping[str, An
                 f"(see `deepscope show {study.name}`)"
             )
         values[key] = _coerce(value, hints[key], key)
+    for key, limit in SIZE_LIMITS.items():
+        if key in values and isinstance(values[key], int) and values[key] > limit:
+            raise ConfigError(f"{key}={values[key]} is more than MNIST has ({limit}); "
+                              f"use at most {limit}")
     for key, value in values.items():
         items = value if isinstance(value, tuple) else (value,)
         if any(isinstance(v, float) and not math.isfinite(v) for v in items):
