@@ -190,8 +190,8 @@ def cnn(
         for i, (a, b) in enumerate(zip([in_channels, *chans[:-1]], chans)):
             layers.append(nn.Conv2d(a, b, 3, padding=1))
             # Max-pooling before the ReLU computes the same function (ReLU is monotone, so
-            # max∘ReLU = ReLU∘max) with the ReLU on a quarter of the activations: 1.3–2.6×
-            # faster training steps for the wide shallow nets on CPU.
+            # max∘ReLU = ReLU∘max) with the ReLU on a quarter of the activations: measured 1.2×
+            # faster training steps for the 100-channel one-block net on CPU.
             if i < 3:
                 layers.append(nn.MaxPool2d(2))
             layers.append(nn.ReLU())

@@ -141,7 +141,7 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: LossFn, batch: Batch
     and one more backward pass of its i-th column, Σ_m ∂_i L_m, gives row i of all M Hessians
     together: P backward passes for M·P rows, instead of M separate ``torch.func.hessian``
     calls (P is small wherever dense Hessians make sense). Measured for 100 tanh MLPs of 141
-    parameters: 2 ms per Hessian, vs 6–16 ms for ``vmap`` of ``torch.func.hessian`` or of
+    parameters: 2–3 ms per Hessian, vs 6–16 ms for ``vmap`` of ``torch.func.hessian`` or of
     ``jacrev(jacrev)`` (``benchmarks/curvature.py``). ``theta`` (M, P) overrides the members'
     current parameters.
     """
