@@ -24,9 +24,10 @@ remaining gradient lies mostly (> 50 %) in the Hessian's near-null space (|λ| �
 Why these defaults: a gradient tolerance of 1e-4, not 1e-6: in float64, with Adam and
 Newton-MR, none of 20 trial runs got below 1e-6 and the best two reached about 1e-5 — the
 remaining gradient lies along Hessian eigenvalues 10⁶–10⁷ times smaller than the largest, the
-slow directions that make critical points of neural nets hard to reach (Frye et al., 2019). tanh keeps L smooth (ReLU nets have
-Hessians that jump and exactly-zero eigenvalues from dead units); 141 parameters make 100
-dense Hessians cheap; with 64 training points (P > N) the net can interpolate.
+slow directions that make critical points of neural nets hard to reach (Frye et al., 2019).
+tanh keeps L smooth (ReLU nets have Hessians that jump and exactly-zero eigenvalues from dead
+units); 141 parameters make 100 dense Hessians cheap; with 64 training points (P > N) the net
+can interpolate.
 """
 
 from __future__ import annotations
