@@ -36,7 +36,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,13 +82,6 @@ class Trace:
     snapshots: np.ndarray
     diverged_epoch: np.ndarray
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
-        """All arrays under ``prefix + name``, ready to store (``seconds`` as a 0-d array)."""
-        out = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
-        out["seconds"] = np.asarray(self.seconds)
-        return {prefix + k: v for k, v in out.items()}
 
 
 def batch_generator(seed: int, member: int) -> torch.Generator:
