@@ -38,3 +38,13 @@ def test_every_config_field_is_documented_and_every_scale_is_valid(name):
         assert f.metadata.get("doc"), f"{name}.{f.name} has no doc"
     for scale in ("quick", "default", "full"):
         make_config(study, scale)
+
+
+def test_same_config_and_seed_give_byte_identical_results(tmp_path):
+    """Determinism: two uncached runs of one config write the same result.npz, byte for byte."""
+    overrides = {"epochs": 20, "depths": (1, 2), "functions": ("sinc",)}
+    a = run_study("fit-function", scale="quick", out=tmp_path / "a", overrides=overrides,
+                  progress=False)
+    b = run_study("fit-function", scale="quick", out=tmp_path / "b", overrides=overrides,
+                  progress=False)
+    assert (a.path / "result.npz").read_bytes() == (b.path / "result.npz").read_bytes()
