@@ -31,6 +31,9 @@ from deepscope.cli import main
         (["run", "sharpness", "--set", "eps=1e-3,inf"], "must be finite"),
         (["report", "--out", "/proc/no/such/dir"], "cannot create results directory"),
         (["run", "sensitivity", "--set", "test_subset=20000"], "more than MNIST has (10000)"),
+        (["run", "fit-function", "--executor", "procs"], "did you mean 'process'?"),
+        (["run", "fit-function", "--executor", "process", "--workers", "0"], "--workers must"),
+        (["run", "fit-function", "--address", "auto"], "--address is for --executor ray"),
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_fix(argv, expected, tmp_path, capsys):

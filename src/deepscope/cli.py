@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, PieceError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -50,7 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field (repeatable)")
     run.add_argument("--out", default="deepscope-results", help="results directory")
     run.add_argument("--device", default="cpu", help="cpu | cuda")
-    run.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads in all (default: all cores), shared among workers")
+    run.add_argument("--executor", default="local",
+                     help="where pieces run: local (this process) | process (a local pool) | "
+                     "ray (needs deepscope[ray])")
+    run.add_argument("--workers", type=int, default=None,
+                     help="processes or Ray tasks at once (default: cores, or the cluster's CPUs)")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster address, e.g. auto or ray://HOST:10001 (default: start a "
+                     "local Ray)")
     run.add_argument("--data-dir", default=None,
                      help="directory of MNIST IDX files (else $DEEPSCOPE_DATA, else shipped)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -98,6 +107,7 @@ def _check_out(out: Path) -> None:
 def _cmd_run(args) -> int:
     import torch
 
+    from .executors import make_executor
     from .report import record_failure, write_report
     from .runner import get_study, resolve_device, run_study
     from .studies import STUDIES, make_config
@@ -124,26 +134,33 @@ def _cmd_run(args) -> int:
             raise ConfigError(f"no study has config key {key!r} (see `deepscope show STUDY`)")
     out = Path(args.out)
     _check_out(out)
+    executor = make_executor(args.executor, args.workers, address=args.address,
+                             device=resolve_device(args.device))
 
     failed, summary = [], []
-    for name in names:
-        t0 = time.perf_counter()
-        try:
-            run = run_study(name, args.scale, out, per_study[name], device=args.device,
-                            data_dir=args.data_dir,
-                            progress=False if args.no_progress else None)
-        except UsageError:
-            raise
-        except Exception as e:  # one study failing must not stop the others
-            traceback.print_exc()
-            record_failure(out, name, e, args.scale)
-            failed.append(name)
-            summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
-                           f"{type(e).__name__}: {e}")
-            continue
-        summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  "
-                       f"{_headline(run.meta['findings'])}")
-        print(f"{name}: stored in {run.path}", file=sys.stderr)
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                run = run_study(name, args.scale, out, per_study[name], device=args.device,
+                                data_dir=args.data_dir, executor=executor,
+                                progress=False if args.no_progress else None)
+            except UsageError:
+                raise
+            except Exception as e:  # one study failing must not stop the others
+                if not isinstance(e, PieceError):  # a PieceError's message says it all
+                    traceback.print_exc()
+                print(f"deepscope: {name} failed: {e}", file=sys.stderr)
+                record_failure(out, name, e, args.scale)
+                failed.append(name)
+                summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
+                               f"{type(e).__name__}: {e}")
+                continue
+            summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  "
+                           f"{_headline(run.meta['findings'])}")
+            print(f"{name}: stored in {run.path}", file=sys.stderr)
+    finally:
+        executor.close()
     report = write_report(out)
     print("\n".join(summary))
     print(f"report: {report}")

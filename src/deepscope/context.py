@@ -5,7 +5,8 @@ pieces — seeds, depths, widths, batch sizes — it hands to ``ctx.map(fn, item
 
 * caches each finished piece in ``cache/HASH.npz`` under a hash of (study, config, function,
   item), so an interrupted run resumes without recomputing what was done;
-* shows one progress bar over the pieces;
+* runs them on the context's executor — in this process, a local process pool or a Ray
+  cluster (:mod:`deepscope.executors`) — with one progress bar over the pieces;
 * records the seconds each piece took, for ``meta.json``.
 
 A piece returns a flat ``{name: np.ndarray}`` — exactly what can be stored without pickle.
@@ -17,7 +18,6 @@ import functools
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as data_mod
-from .errors import UsageError
+from .errors import PieceError, UsageError
+from .executors import Executor, LocalExecutor
 from .store import load_arrays, save_arrays
 
 Piece = dict[str, np.ndarray]
@@ -52,6 +53,7 @@ class Context:
         cache_dir: where pieces are cached; ``None`` disables caching.
         data_dir: directory of IDX files (``--data-dir``), else the default search order.
         progress: show progress bars (``None``: when stderr is a terminal).
+        executor: where ``map`` runs pieces (:mod:`deepscope.executors`; default in-process).
     """
 
     study: str = "adhoc"
@@ -60,8 +62,16 @@ class Context:
     cache_dir: Path | None = None
     data_dir: Path | None = None
     progress: bool | None = None
+    executor: Executor = field(default_factory=LocalExecutor)
     piece_seconds: list[float] = field(default_factory=list)
     pieces_cached: int = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A context travels to workers inside piece closures; its executor (a pool, a Ray
+        # handle) stays here, and anything the worker maps runs in the worker itself.
+        state = dict(self.__dict__)
+        state.update(executor=LocalExecutor(), piece_seconds=[], pieces_cached=0)
+        return state
 
     def load(self, name: str, **kwargs: Any) -> data_mod.Data:
         """``deepscope.load`` with this context's data directory, on this context's device."""
@@ -80,28 +90,51 @@ class Context:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def map(self, fn: Callable[[Any], Piece], items: Iterable[Any], desc: str = "") -> list[Piece]:
-        """``[fn(item) for item in items]``, each piece cached, with a progress bar.
+        """``[fn(item) for item in items]``, each piece cached, run on this context's executor.
 
         ``fn`` must be a pure function of its item (and the study config): the cache key is
-        built from its qualified name and the item's JSON form.
+        built from its qualified name, its module's source and the item's JSON form. Pieces
+        found in the cache are loaded (a damaged one is recomputed); the rest go to the
+        executor and are cached as each one finishes, so an interrupted or failing run keeps
+        every finished piece.
+
+        Raises:
+            PieceError: a piece raised — after all other pieces have finished and been cached.
         """
         items = list(items)
-        out: list[Piece] = []
-        bar = tqdm(items, desc=desc or self.study, unit="piece", leave=False,
-                   disable=None if self.progress is None else not self.progress)
-        for item in bar:
-            path = self.cache_dir / f"{self._key(fn, item)}.npz" if self.cache_dir else None
+        out: list[Piece | None] = [None] * len(items)
+        paths = [self.cache_dir / f"{self._key(fn, item)}.npz" if self.cache_dir else None
+                 for item in items]
+        for i, path in enumerate(paths):
             if path is not None and path.exists():
                 try:
-                    out.append(load_arrays(path))
+                    out[i] = load_arrays(path)
                     self.pieces_cached += 1
-                    continue
                 except UsageError:  # a damaged cache file is recomputed, never trusted
                     path.unlink(missing_ok=True)
-            start = time.perf_counter()
-            piece = {k: np.asarray(v) for k, v in fn(item).items()}
-            self.piece_seconds.append(time.perf_counter() - start)
-            if path is not None:
-                save_arrays(path, piece)
-            out.append(piece)
-        return out
+        todo = [i for i, piece in enumerate(out) if piece is None]
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc or self.study,
+                   unit="piece", leave=False,
+                   disable=None if self.progress is None else not self.progress)
+        failures: list[tuple[Any, BaseException]] = []
+        with bar:
+            for j, outcome, seconds in self.executor.run(fn, [items[i] for i in todo]):
+                i = todo[j]
+                bar.update()
+                if isinstance(outcome, BaseException):
+                    failures.append((items[i], outcome))
+                    continue
+                piece = {k: np.asarray(v) for k, v in outcome.items()}
+                self.piece_seconds.append(seconds)
+                if paths[i] is not None:
+                    save_arrays(paths[i], piece)
+                out[i] = piece
+        if failures:
+            item, err = failures[0]
+            raise PieceError(
+                f"{len(failures)} of {len(items)} pieces of {self.study} failed on the "
+                f"{self.executor.name} executor; the first, item {item!r}, raised "
+                f"{type(err).__name__}: {err}. The {len(items) - len(failures)} finished pieces "
+                "are cached: fix the cause and re-run to compute only the failed ones"
+            ) from err
+        return out  # type: ignore[return-value]

@@ -27,3 +27,7 @@ class DataError(UsageError):
 
 class DivergenceError(DeepscopeError):
     """A training run whose loss became NaN or infinite."""
+
+
+class PieceError(DeepscopeError):
+    """A piece of a study (one seed, width, batch size ...) raised; the others are cached."""

@@ -22,6 +22,7 @@ import torch
 
 from .context import Context
 from .errors import ConfigError
+from .executors import Executor, make_executor
 from .plot import to_png
 from .store import (
     DEFAULT_ROOT,
@@ -74,8 +75,15 @@ def run_study(
     device: str | torch.device | None = None,
     data_dir: str | Path | None = None,
     progress: bool | None = None,
+    executor: str | Executor = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> StoredRun:
     """Run study ``name`` and store it under ``out``; return the stored run.
+
+    ``executor`` is ``local`` | ``process`` | ``ray`` (sized by ``workers`` and, for Ray,
+    ``address``) or an executor made by :func:`deepscope.executors.make_executor`, which the
+    caller then owns and closes — ``deepscope run all`` shares one pool between studies.
 
     Raises:
         ConfigError: unknown study, scale or key, or a bad value (before any work starts).
@@ -85,12 +93,19 @@ def run_study(
     cfg_dict = dataclasses.asdict(cfg)
     root = Path(out) if out is not None else DEFAULT_ROOT
     path = run_dir(root, name, cfg_dict)
-    ctx = Context(study=name, config=cfg_dict, device=resolve_device(device),
-                  cache_dir=root / "cache",
-                  data_dir=Path(data_dir) if data_dir is not None else None, progress=progress)
+    dev = resolve_device(device)
+    own = isinstance(executor, str)
+    ex = make_executor(executor, workers, address=address, device=dev) if own else executor
+    ctx = Context(study=name, config=cfg_dict, device=dev, cache_dir=root / "cache",
+                  data_dir=Path(data_dir) if data_dir is not None else None, progress=progress,
+                  executor=ex)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    result = study.run(cfg, ctx)
+    try:
+        result = study.run(cfg, ctx)
+    finally:
+        if own:
+            ex.close()
     seconds = time.perf_counter() - t0
 
     atomic_write_json(path / "config.json", {"study": name, "config": cfg_dict})
@@ -108,6 +123,7 @@ def run_study(
         "seeds": cfg_dict.get("seeds"),
         "device": str(ctx.device),
         "threads": torch.get_num_threads(),
+        "executor": {"name": ex.name, "workers": ex.workers, "threads_per_worker": ex.threads},
         "versions": {"deepscope": _version(), "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "processor": platform.machine(),

@@ -1,0 +1,116 @@
+"""Executors: the same numbers in-process, on a process pool and on Ray; failures keep the rest.
+
+Ray is exercised on a local instance started by the test (``.ci/run`` installs the extra).
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from deepscope.context import Context
+from deepscope.errors import PieceError, UsageError
+from deepscope.executors import LocalExecutor, ProcessExecutor, make_executor
+from deepscope.runner import run_study
+
+STUDY = "fit-function"
+SETS = {"functions": "(sinc,)", "seeds": "2"}
+
+
+def _flaky(bad):
+    """A piece function that raises on item ``bad`` (a closure, as studies' pieces are)."""
+
+    def piece(i: int) -> dict[str, np.ndarray]:
+        if i == bad:
+            raise ValueError(f"planted failure at {i}")
+        return {"square": np.asarray(i * i)}
+
+    return piece
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    pytest.importorskip("ray", reason="install the extra: pip install -e '.[test,ray]'")
+    ex = make_executor("ray", workers=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    ex = ProcessExecutor(workers=2, threads=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def local_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    return run_study(STUDY, "quick", out, SETS, progress=False)
+
+
+@pytest.mark.parametrize("name", ["process", "ray"])
+def test_same_result_bytes_on_every_executor(name, local_result, tmp_path, request):
+    ex = request.getfixturevalue("pool" if name == "process" else "ray_executor")
+    run = run_study(STUDY, "quick", tmp_path, SETS, progress=False, executor=ex)
+    assert run.meta["executor"]["name"] == name
+    assert run.meta["pieces_from_cache"] == 0
+    assert (run.path / "result.npz").read_bytes() == \
+        (local_result.path / "result.npz").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["local", "process", "ray"])
+def test_failing_piece_names_item_and_keeps_the_others(name, tmp_path, request):
+    ex = {"local": LocalExecutor, "process": lambda: request.getfixturevalue("pool"),
+          "ray": lambda: request.getfixturevalue("ray_executor")}[name]()
+    ctx = Context(study="t", cache_dir=tmp_path, executor=ex, progress=False)
+    with pytest.raises(PieceError, match=r"1 of 6 pieces of t failed.*item 3.*ValueError.*"
+                       r"planted failure at 3.*5 finished pieces are cached") as info:
+        ctx.map(_flaky(3), range(6))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert len(list(tmp_path.glob("*.npz"))) == 5
+    # Fixed and re-run: only the failed piece is computed, the rest come from the cache.
+    ctx = Context(study="t", cache_dir=tmp_path, executor=ex, progress=False)
+    out = ctx.map(_flaky(None), range(6))
+    assert [int(p["square"]) for p in out] == [i * i for i in range(6)]
+    assert ctx.pieces_cached == 5 and len(ctx.piece_seconds) == 1
+
+
+def test_dead_worker_is_reported_and_pool_recovers(tmp_path):
+    ex = ProcessExecutor(workers=1, threads=1)
+    try:
+        def dies(i):
+            if i == 1:
+                os._exit(3)  # a worker killed from under the pool (OOM killer, kill -9)
+            return {"i": np.asarray(i)}
+
+        ctx = Context(study="t", cache_dir=tmp_path, executor=ex, progress=False)
+        with pytest.raises(PieceError, match="worker process died"):
+            ctx.map(dies, [0, 1])
+        assert len(list(tmp_path.glob("*.npz"))) == 1
+        out = Context(study="t", executor=ex, progress=False).map(_flaky(None), [2, 3])
+        assert [int(p["square"]) for p in out] == [4, 9]
+    finally:
+        ex.close()
+
+
+def test_threads_are_shared_among_workers():
+    assert ProcessExecutor(workers=2, threads=2).threads == 1
+    assert ProcessExecutor(workers=4, threads=2).threads == 1
+    assert ProcessExecutor(workers=2, threads=8).threads == 4
+
+
+def test_bad_executor_arguments_name_the_fix():
+    with pytest.raises(UsageError, match="did you mean 'process'"):
+        make_executor("procss")
+    with pytest.raises(UsageError, match="--workers must be ≥ 1"):
+        make_executor("process", workers=0)
+    with pytest.raises(UsageError, match="--address is for --executor ray"):
+        make_executor("process", address="auto")
+
+
+def test_ray_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(UsageError, match=r"pip install 'deepscope\[ray\]'"):
+        make_executor("ray")
