@@ -130,13 +130,18 @@ def test_member_loop_and_vmap_schedules_agree():
     y = torch.randint(0, 10, (48,), generator=g)
     data = Data(x[:32], y[:32], x[32:], y[32:], name="img", task="classification",
                 num_classes=10)
-    traces = []
-    for schedule in ("vmap", "loop"):
+    traces, trained = [], []
+    for schedule in ("vmap", "loop"):  # 'loop' keeps filters and images channels-last
         members = [ds.cnn(2, channels=3, seed=s).double() for s in range(2)]
         traces.append(ds.train(members, data, epochs=2, batch_size=8, record_steps=True,
                                dtype=torch.float64, member_batching=schedule))
+        trained.append(members)
     np.testing.assert_allclose(traces[0].step_loss, traces[1].step_loss, rtol=0, atol=1e-10)
     np.testing.assert_allclose(traces[0].test_loss, traces[1].test_loss, rtol=0, atol=1e-10)
+    for a, b in zip(*trained):  # the trained weights are written back in the models' layout
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(pa, pb, rtol=0, atol=1e-10)
+            assert pb.is_contiguous()
 
 
 class WithBuffer(torch.nn.Module):

@@ -29,8 +29,10 @@ from .store import (
     StoredRun,
     atomic_write_bytes,
     atomic_write_json,
+    exclusive,
     load_run,
     run_dir,
+    run_lock,
     save_arrays,
 )
 from .studies import STUDIES, Study, make_config, suggest
@@ -99,15 +101,26 @@ def run_study(
     ctx = Context(study=name, config=cfg_dict, device=dev, cache_dir=root / "cache",
                   data_dir=Path(data_dir) if data_dir is not None else None, progress=progress,
                   executor=ex)
-    started = dt.datetime.now(dt.timezone.utc)
-    t0 = time.perf_counter()
     try:
-        result = study.run(cfg, ctx)
+        # One run of a (study, config) at a time per results directory: a second one waits,
+        # then finds every piece in the cache.
+        with exclusive(run_lock(path), f"{name} into {root}"):
+            return _run_and_store(study, cfg, ctx, path, scale, overrides)
     finally:
         if own:
             ex.close()
+
+
+def _run_and_store(study: Study, cfg: Any, ctx: Context, path: Path, scale: str,
+                   overrides: Mapping[str, Any] | None) -> StoredRun:
+    name, cfg_dict, ex = study.name, ctx.config, ctx.executor
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    result = study.run(cfg, ctx)
     seconds = time.perf_counter() - t0
 
+    # meta.json goes first and comes back last: a directory holding one holds a whole run.
+    (path / "meta.json").unlink(missing_ok=True)
     atomic_write_json(path / "config.json", {"study": name, "config": cfg_dict})
     save_arrays(path / "result.npz", result)
     for key, fig in study.plot(result, cfg).items():

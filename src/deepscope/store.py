@@ -17,13 +17,15 @@ of executing code on load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,40 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         ) from e
 
 
+@contextlib.contextmanager
+def exclusive(lock: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` while the block runs.
+
+    A second process asking for the same lock says who holds it and waits. ``flock`` locks
+    belong to the open file, so the kernel releases them when the holder exits or is killed:
+    a crashed run never leaves a stale lock. Where ``fcntl`` does not exist (Windows) nothing
+    is locked; atomic writes still keep every file whole.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            print(f"deepscope: another process (pid {holder}) is running {what}; waiting for "
+                  "it to finish, then reusing its cached pieces", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # --- runs ----------------------------------------------------------------------------------
 
 
@@ -109,6 +145,11 @@ class StoredRun:
 
 def run_dir(root: Path, study: str, config: Mapping[str, Any]) -> Path:
     return Path(root) / study / config_hash(study, config)
+
+
+def run_lock(path: Path) -> Path:
+    """The lock file of the run stored in ``path`` (beside it, so it never looks like a run)."""
+    return path.parent / f".{path.name}.lock"
 
 
 def load_run(path: Path) -> StoredRun:

@@ -102,7 +102,8 @@ def _make_optimizer(name: str, leaves: list[Tensor], lr: float, momentum: float,
 # --- the loop ----------------------------------------------------------------------------
 
 
-def _stacked_leaf(params: list[Tensor], device: torch.device, dtype: torch.dtype) -> Tensor:
+def _stacked_leaf(params: list[Tensor], device: torch.device, dtype: torch.dtype,
+                  channels_last: bool = False) -> Tensor:
     """Stack one parameter of every member into a leaf; matrices are stored transposed.
 
     A weight matrix ``W`` of shape (M, out, in) is kept as the contiguous leaf ``Wᵀ`` of shape
@@ -112,11 +113,32 @@ def _stacked_leaf(params: list[Tensor], device: torch.device, dtype: torch.dtype
     would have to copy the transposed gradient into the leaf's layout every step (measured:
     12 % of a step for 8 members of a 784-256-256-10 MLP), and a fused optimiser needs
     contiguous leaves. Element-wise optimisers do not care which way round a matrix is.
+
+    With ``channels_last``, 2-d convolution filters (M, out, in, kh, kw) are stored as
+    (M, out, kh, kw, in), so every member's filter is a channels-last tensor: oneDNN then runs
+    the whole net channels-last, and max-pooling in that layout is 15× faster on the CPU
+    (measured with 32×28×28 maps; a 2-block CNN's training step 2.0×, its evaluation 3.9×).
     """
     stacked = torch.stack(params).to(device=device, dtype=dtype)
     if stacked.dim() == 3:  # matrices, and only matrices: see _as_params
         stacked = stacked.mT.contiguous()
+    elif stacked.dim() == 5 and channels_last:
+        stacked = _channels_last(stacked)
     return stacked.requires_grad_(True)
+
+
+def _channels_last(t: Tensor) -> Tensor:
+    """``t`` (..., C, H, W) copied into (..., H, W, C) storage and viewed back as (..., C, H, W).
+
+    Unlike ``t.contiguous(memory_format=torch.channels_last)``, this also re-strides a
+    single-channel tensor (stride 1 on C), which is what makes oneDNN choose channels-last for
+    MNIST's one input channel.
+    """
+    n = t.dim()
+    to_last = (*range(n - 3), n - 2, n - 1, n - 3)
+    to_first = (*range(n - 3), n - 1, n - 3, n - 2)
+    buf = t.new_empty([t.shape[i] for i in to_last])
+    return buf.copy_(t.permute(to_last)).permute(to_first)
 
 
 def _fixed_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
@@ -220,8 +242,15 @@ def train(
     start = time.perf_counter()
     M = len(models)
     base = copy.deepcopy(models[0]).to("meta")
+    if member_batching == "auto":
+        has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in base.modules())
+        member_batching = "loop" if has_conv and device.type == "cpu" else "vmap"
+    if member_batching not in ("vmap", "loop"):
+        raise ValueError(f"member_batching must be 'auto', 'vmap' or 'loop', "
+                         f"got {member_batching!r}")
     # Θ: one leaf per parameter holding it for all members, in module order (= flat θ order).
-    store = {k: _stacked_leaf([param_dict(m)[k] for m in models], device, dtype)
+    store = {k: _stacked_leaf([param_dict(m)[k] for m in models], device, dtype,
+                              channels_last=member_batching == "loop" and device.type == "cpu")
              for k in param_dict(models[0])}
     leaves = list(store.values())
     # Buffers (and frozen parameters) ride along unchanged, stacked like the parameters.
@@ -245,9 +274,6 @@ def train(
 
     full_batch = batch_size is None or batch_size >= N
     eval_batch_size = eval_batch_size or (N if full_batch else batch_size)
-    if member_batching == "auto":
-        has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in base.modules())
-        member_batching = "loop" if has_conv and device.type == "cpu" else "vmap"
     if member_batching == "vmap":
         # Shared data (full batch) is broadcast to every member; per-member batches stacked.
         _vloss = vmap(member_loss, in_dims=(0, None, None) if full_batch else (0, 0, 0))
@@ -258,16 +284,17 @@ def train(
 
         def batched_out(x: Tensor) -> Tensor:
             return _vout(stacked(), x)
-    elif member_batching == "loop":
+    else:
+        def layout(x: Tensor) -> Tensor:  # images channels-last like the filters
+            return _channels_last(x) if x.dim() == 4 and device.type == "cpu" else x
+
         def batched_loss(x: Tensor, y: Tensor) -> Tensor:
-            return torch.stack([member_loss(row(m), x if full_batch else x[m],
+            return torch.stack([member_loss(row(m), layout(x if full_batch else x[m]),
                                             y if full_batch else y[m]) for m in range(M)])
 
         def batched_out(x: Tensor) -> Tensor:
+            x = layout(x)
             return torch.stack([member_out(row(m), x) for m in range(M)])
-    else:
-        raise ValueError(f"member_batching must be 'auto', 'vmap' or 'loop', "
-                         f"got {member_batching!r}")
 
     @torch.no_grad()
     def evaluate(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

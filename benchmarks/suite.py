@@ -1,0 +1,92 @@
+"""The whole suite's time budget: seconds per study, in-process beside a 2-worker pool.
+
+Run:  python benchmarks/suite.py [--scales quick default] [--workers 2]
+
+Runs ``deepscope run all --scale S`` as a fresh command into an empty results directory (no
+cache), once with ``--executor local`` and once with ``--executor process --workers N``, and
+prints a table of each study's seconds (from its ``meta.json``) and the commands' wall times
+(start-up, every study, figures and the report). Targets on 2 cores: quick suite ≤ 2 min,
+default suite ≤ 15 min. The two executors must store identical results; the script checks
+that every ``result.npz`` is byte-identical and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = {"quick": 120, "default": 900, "full": None}
+
+
+def run_suite(scale: str, out: Path, extra: list[str]) -> tuple[float, dict[str, float], int]:
+    """Wall seconds of ``deepscope run all``, seconds per study, exit code."""
+    cmd = [sys.executable, "-m", "deepscope.cli", "run", "all", "--scale", scale,
+           "--out", str(out), "--no-progress", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    per = {}
+    for meta in out.glob("*/*/meta.json"):
+        m = json.loads(meta.read_text())
+        per[m["study"]] = m["seconds"]
+    return wall, per, proc.returncode
+
+
+def same_results(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.glob("*/*/result.npz"))
+    return bool(files) and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scales", nargs="+", default=["quick", "default"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--keep", default=None, help="keep the results under this directory")
+    args = ap.parse_args()
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ds-suite-"))
+    print(f"{os.cpu_count()} CPUs; results under {root}\n")
+    for scale in args.scales:
+        setups = {"local": [], f"process ×{args.workers}":
+                  ["--executor", "process", "--workers", str(args.workers)]}
+        runs = {}
+        for label, extra in setups.items():
+            out = root / scale / label.split()[0]
+            shutil.rmtree(out, ignore_errors=True)
+            runs[label] = (*run_suite(scale, out, extra), out)
+        studies = list(next(iter(runs.values()))[1])
+        print(f"scale {scale}: seconds per study (from meta.json)")
+        head = f"  {'study':<26}" + "".join(f"{label:>14}" for label in runs)
+        print(head + "\n  " + "-" * (len(head) - 2))
+        for s in studies:
+            print(f"  {s:<26}" + "".join(f"{r[1].get(s, float('nan')):14.1f}"
+                                        for r in runs.values()))
+        print(f"  {'sum of studies':<26}" + "".join(f"{sum(r[1].values()):14.1f}"
+                                                  for r in runs.values()))
+        print(f"  {'wall (whole command)':<26}" + "".join(f"{r[0]:14.1f}" for r in runs.values()))
+        target = TARGET_S.get(scale)
+        if target:
+            verdict = "; ".join(f"{label} {'meets' if r[0] <= target else 'MISSES'}"
+                                for label, r in runs.items())
+            print(f"  target ≤ {target} s wall: {verdict}")
+        outs = [r[3] for r in runs.values()]
+        print(f"  result.npz byte-identical across executors: {same_results(*outs)}")
+        codes = {label: r[2] for label, r in runs.items()}
+        if any(codes.values()):
+            print(f"  exit codes: {codes} (1 = a study failed; see its failed.json)")
+        print()
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
