@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import deepscope as ds
 from deepscope.data import Data
+from deepscope.errors import DivergenceWarning
 from deepscope.train import batch_generator
 
 torch.set_num_threads(1)
@@ -100,7 +101,7 @@ def test_divergence_stops_only_the_affected_member():
     members = [ds.mlp(5, 3, depth=1, width=4, seed=s).double() for s in range(2)]
     with torch.no_grad():  # member 1 starts at a point where the loss overflows
         members[1][-1].weight.fill_(float("inf"))
-    with pytest.warns(RuntimeWarning, match="member 1 diverged in epoch 1"):
+    with pytest.warns(DivergenceWarning, match="member 1 diverged in epoch 1"):
         trace = ds.train(members, data, epochs=4, dtype=torch.float64)
     assert trace.diverged_epoch.tolist() == [-1, 1]
     assert np.isfinite(trace.train_loss[0]).all()

@@ -21,15 +21,19 @@ from .train import Trace, train
 __version__ = "0.1.0"
 
 
-def run(study: str, scale: str = "default", out: str | None = None, **overrides):
+def run(study: str, scale: str = "default", out: str | None = None, *, device: str = "cpu",
+        executor: str = "local", workers: int | None = None, address: str | None = None,
+        **overrides):
     """Run ``study`` at ``scale`` with config ``overrides``; store it and return the stored run.
 
-    Same as ``deepscope run STUDY --scale SCALE --set k=v ...``; the result lands in ``out``
-    (default ``./deepscope-results``) and is returned as a :class:`deepscope.store.StoredRun`.
+    Same as ``deepscope run STUDY --scale SCALE --set k=v ... --device D --executor E
+    --workers N --address A``; the result lands in ``out`` (default ``./deepscope-results``)
+    and is returned as a :class:`deepscope.store.StoredRun`.
     """
     from .runner import run_study
 
-    return run_study(study, scale=scale, out=out, overrides=overrides)
+    return run_study(study, scale=scale, out=out, overrides=overrides, device=device,
+                     executor=executor, workers=workers, address=address)
 
 
 def __getattr__(name: str):

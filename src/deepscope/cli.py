@@ -1,6 +1,7 @@
 """The command line: ``deepscope list | show | run | report``.
 
-Exit codes: 0 everything ran; 1 a study failed (the others still ran and are stored);
+Exit codes: 0 everything ran; 1 a study failed or a training run in it diverged (the others
+still ran and everything finished is stored);
 2 bad usage or input (unknown study, key, type, unreadable data), reported as one line that
 names the fix, before any training starts.
 """
@@ -115,12 +116,18 @@ def _cmd_run(args) -> int:
     names = list(STUDIES) if args.study == "all" else [get_study(args.study).name]
     sets = _parse_sets(args.sets)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+        most = 4 * (os.cpu_count() or 1)  # beyond this torch only slows down (and eats memory)
+        if not 1 <= args.threads <= most:
+            raise UsageError(f"--threads must be between 1 and {most} (4 × this machine's "
+                             f"{os.cpu_count()} cores), got {args.threads}")
         torch.set_num_threads(args.threads)
     resolve_device(args.device)
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
+    if args.data_dir is not None:
+        if not Path(args.data_dir).is_dir():
+            raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
+        from .data import load
+
+        load("mnist", data_dir=args.data_dir, subset=10, test_subset=10)  # names what is wrong
     # With 'all', a key applies to the studies that have it; it must exist in at least one.
     per_study = {}
     for name in names:
@@ -156,9 +163,14 @@ def _cmd_run(args) -> int:
                 summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
                                f"{type(e).__name__}: {e}")
                 continue
+            print(f"{name}: stored in {run.path}", file=sys.stderr)
+            if run.meta.get("diverged"):  # stored and reported, but not a clean run
+                failed.append(name)
+                summary.append(f"DIVERGED {name:<25} {run.meta['seconds']:7.1f} s  "
+                               f"{len(run.meta['diverged'])} run(s): {run.meta['diverged'][0]}")
+                continue
             summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  "
                            f"{_headline(run.meta['findings'])}")
-            print(f"{name}: stored in {run.path}", file=sys.stderr)
     finally:
         executor.close()
     report = write_report(out)
@@ -182,6 +194,11 @@ def _cmd_report(args) -> int:
     return EXIT_OK
 
 
+def _one_line(text: str) -> str:
+    """``text`` with control characters (echoed from the user's input) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deepscope`` command; returns the exit code."""
     try:
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         return _cmd_report(args)
     except UsageError as e:
-        print(f"deepscope: error: {e}", file=sys.stderr)
+        print(f"deepscope: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("deepscope: interrupted; finished pieces are cached, re-run to resume",

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_mod
 from .errors import PieceError, UsageError
-from .executors import Executor, LocalExecutor
+from .executors import DIVERGED, Executor, LocalExecutor
 from .store import load_arrays, save_arrays
 
 Piece = dict[str, np.ndarray]
@@ -37,9 +37,17 @@ Piece = dict[str, np.ndarray]
 
 @functools.cache
 def _source_hash(module: str) -> str:
-    """SHA-256 of a module's source file ('' if it has none, e.g. an interactive session)."""
+    """SHA-256 of deepscope's own source and of ``module``'s file (if it has one).
+
+    All of deepscope, not only the study's module: a piece's result depends on the trainer and
+    the probes too, and a fixed bug must never be served from the cache.
+    """
+    h = hashlib.sha256()
+    own = sorted(Path(__file__).parent.rglob("*.py"))
     path = getattr(sys.modules.get(module), "__file__", None)
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+    for f in [*own, *([Path(path)] if path else [])]:
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -65,12 +73,13 @@ class Context:
     executor: Executor = field(default_factory=LocalExecutor)
     piece_seconds: list[float] = field(default_factory=list)
     pieces_cached: int = 0
+    diverged: list[str] = field(default_factory=list)
 
     def __getstate__(self) -> dict[str, Any]:
         # A context travels to workers inside piece closures; its executor (a pool, a Ray
         # handle) stays here, and anything the worker maps runs in the worker itself.
         state = dict(self.__dict__)
-        state.update(executor=LocalExecutor(), piece_seconds=[], pieces_cached=0)
+        state.update(executor=LocalExecutor(), piece_seconds=[], pieces_cached=0, diverged=[])
         return state
 
     def load(self, name: str, **kwargs: Any) -> data_mod.Data:
@@ -78,9 +87,9 @@ class Context:
         return data_mod.load(name, data_dir=self.data_dir, **kwargs).to(device=self.device)
 
     def _key(self, fn: Callable, item: Any) -> str:
-        """Hash of everything a piece's result depends on: study, config, the function and
-        the source of its module (a fixed bug is never served from the cache), the item,
-        the data directory and the device."""
+        """Hash of everything a piece's result depends on: study, config, the function, the
+        source code (a fixed bug is never served from the cache), the item, the data
+        directory and the device."""
         text = json.dumps(
             {"study": self.study, "config": dict(self.config),
              "fn": f"{fn.__module__}.{fn.__qualname__}", "code": _source_hash(fn.__module__),
@@ -100,6 +109,9 @@ class Context:
 
         Raises:
             PieceError: a piece raised — after all other pieces have finished and been cached.
+
+        Members that diverged inside a piece (:class:`~deepscope.errors.DivergenceWarning`)
+        are listed in ``self.diverged``, whichever executor ran the piece.
         """
         items = list(items)
         out: list[Piece | None] = [None] * len(items)
@@ -129,6 +141,9 @@ class Context:
                 if paths[i] is not None:
                     save_arrays(paths[i], piece)
                 out[i] = piece
+        for item, piece in zip(items, out):  # divergence stays recorded in cached pieces too
+            if piece is not None and DIVERGED in piece:
+                self.diverged += [f"piece {item!r}: {msg}" for msg in piece.pop(DIVERGED)]
         if failures:
             item, err = failures[0]
             raise PieceError(

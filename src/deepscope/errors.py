@@ -1,9 +1,9 @@
 """Errors a user can act on.
 
 Every error deepscope raises on purpose says what went wrong *and* how to fix it. The CLI maps
-``UsageError`` (bad flags, config keys, values, data files) to exit code 2 and
-``DivergenceError`` (a run whose loss became NaN/inf) to exit code 1, printing the message as a
-single line instead of a traceback.
+``UsageError`` (bad flags, config keys, values, data files) to exit code 2, printing the message
+as a single line instead of a traceback; a study that fails (``PieceError`` or any other
+exception) or whose training diverged (``DivergenceWarning``) makes it exit with code 1.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ class DataError(UsageError):
     """A data set that cannot be found, read or verified."""
 
 
-class DivergenceError(DeepscopeError):
-    """A training run whose loss became NaN or infinite."""
+class DivergenceWarning(RuntimeWarning):
+    """A member of an ensemble whose loss became NaN or infinite; it stops, the others go on.
+
+    ``ctx.map`` records these per piece (in the cache too), the stored run lists them in
+    ``meta.json`` and its findings, and ``deepscope run`` then exits with code 1.
+    """
 
 
 class PieceError(DeepscopeError):

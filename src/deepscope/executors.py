@@ -20,23 +20,39 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+import numpy as np
 import torch
 
-from .errors import UsageError
+from .errors import DivergenceWarning, UsageError
 
 EXECUTORS = ("local", "process", "ray")
 Outcome = tuple[int, Any, float]  # (item index, piece dict or exception, seconds)
 
 
+DIVERGED = "_diverged"  # piece key under which its divergence warnings travel
+
+
 def _timed(fn: Callable, item: Any) -> tuple[Any, float]:
+    """``fn(item)`` and its seconds; divergence warnings are caught where the piece runs (a
+    worker's warnings would not reach this process) and returned inside the piece."""
     start = time.perf_counter()
-    piece = fn(item)
-    return piece, time.perf_counter() - start
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        piece = dict(fn(item))
+    seconds = time.perf_counter() - start
+    diverged = [str(w.message) for w in caught if issubclass(w.category, DivergenceWarning)]
+    for w in caught:  # everything else is shown as usual
+        if not issubclass(w.category, DivergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if diverged:
+        piece[DIVERGED] = np.asarray(diverged, dtype=str)
+    return piece, seconds
 
 
 class LocalExecutor:
@@ -229,6 +245,11 @@ def make_executor(name: str = "local", workers: int | None = None, threads: int 
     thread budget of ``threads`` (default: torch's current thread count)."""
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be ≥ 1, got {workers}")
+    most = 4 * (os.cpu_count() or 1)
+    if name == "process" and workers is not None and workers > most:
+        raise UsageError(f"--workers {workers} would start more processes than 4 × this "
+                         f"machine's {os.cpu_count()} cores; use at most {most}, or Ray for a "
+                         "cluster")
     if address is not None and name != "ray":
         raise UsageError("--address is for --executor ray; add --executor ray or drop it")
     if name == "local":

@@ -25,6 +25,7 @@ from .errors import UsageError
 from .plot import to_png
 from .store import StoredRun, atomic_write_bytes, atomic_write_json, latest_runs
 from .studies import STUDIES, make_config
+from .studies.base import quiet_numpy
 
 FAILED = "failed.json"
 
@@ -132,9 +133,10 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
         return "\n".join(parts)
     try:
         cfg = make_config(study, "default", run.config)
-        figures = study.plot(run.result, cfg)
-        findings = study.findings(run.result, cfg)
-        literature = _literature(study, run.result, cfg)
+        with quiet_numpy():
+            figures = study.plot(run.result, cfg)
+            findings = study.findings(run.result, cfg)
+            literature = _literature(study, run.result, cfg)
     except (UsageError, Exception) as err:  # e.g. a result stored by an older version
         parts.append(f'<p><span class="status fail">cannot be shown</span> The stored run in '
                      f"<code>{_e(str(run.path))}</code> cannot be re-plotted by this version "
@@ -153,6 +155,12 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
     items = "".join(f"<li>{_e(s)}</li>" for s in findings)
     parts.append(f"<h3>Findings</h3><ul>{items}</ul>{literature}")
     meta = run.meta
+    if meta.get("diverged"):
+        lines = "".join(f"<li>{_e(str(d))}</li>" for d in meta["diverged"])
+        parts.append(f'<p class="missing"><span class="status fail">diverged</span> '
+                     f'{len(meta["diverged"])} training run(s) diverged (loss NaN/inf) and '
+                     f"stopped there; the others finished. Their later metrics are NaN.</p>"
+                     f"<ul>{lines}</ul>")
     parts.append(
         f'<p class="note">Ran in {float(meta.get("seconds", 0)):.1f} s on '
         f'{_e(str(meta.get("device")))} with {_e(str(meta.get("threads")))} thread(s), '
@@ -175,6 +183,9 @@ def write_report(root: Path) -> Path:
             secs = float(runs[n].meta.get("seconds", 0))
             badge = (f'<span class="status ok">{secs:.1f} s, '
                      f'{_e(str(runs[n].meta.get("scale")))}</span>')
+            if runs[n].meta.get("diverged"):
+                badge += (f'<span class="status fail">{len(runs[n].meta["diverged"])} '
+                          "diverged</span>")
         else:
             badge = '<span class="status none">not run</span>'
         toc.append(f'<li><a href="#{_e(n)}">{_e(n)}</a>{badge} — {_e(STUDIES[n].summary)}'

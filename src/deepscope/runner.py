@@ -36,6 +36,7 @@ from .store import (
     save_arrays,
 )
 from .studies import STUDIES, Study, make_config, suggest
+from .studies.base import quiet_numpy
 
 
 def get_study(name: str) -> Study:
@@ -123,7 +124,10 @@ def _run_and_store(study: Study, cfg: Any, ctx: Context, path: Path, scale: str,
     (path / "meta.json").unlink(missing_ok=True)
     atomic_write_json(path / "config.json", {"study": name, "config": cfg_dict})
     save_arrays(path / "result.npz", result)
-    for key, fig in study.plot(result, cfg).items():
+    with quiet_numpy():
+        figures = study.plot(result, cfg)
+        findings = study.findings(result, cfg)
+    for key, fig in figures.items():
         atomic_write_bytes(path / "figures" / f"{key}.png", to_png(fig))
     meta = {
         "study": name,
@@ -142,7 +146,9 @@ def _run_and_store(study: Study, cfg: Any, ctx: Context, path: Path, scale: str,
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "cpus": os.cpu_count()},
         "git": _git_hash(),
-        "findings": study.findings(result, cfg),
+        "findings": findings + [
+            f"Diverged: {d}" for d in ctx.diverged],
+        "diverged": ctx.diverged,
     }
     atomic_write_json(path / "meta.json", meta)
     return load_run(path)

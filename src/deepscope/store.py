@@ -164,9 +164,17 @@ def load_run(path: Path) -> StoredRun:
 
 
 def latest_runs(root: Path) -> dict[str, StoredRun]:
-    """The most recently finished run of every study under ``root``."""
+    """The most recently finished, readable run of every study under ``root``.
+
+    A run whose files are damaged (truncated, corrupt) is skipped with a message naming it,
+    so one bad directory never hides the others.
+    """
     runs: dict[str, StoredRun] = {}
     for meta in sorted(Path(root).glob("*/*/meta.json"), key=lambda p: p.stat().st_mtime):
-        run = load_run(meta.parent)
+        try:
+            run = load_run(meta.parent)
+        except UsageError as e:
+            print(f"deepscope: skipping a damaged run: {e}", file=sys.stderr)
+            continue
         runs[run.study] = run
     return runs

@@ -46,6 +46,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from .data import Data
+from .errors import DivergenceWarning
 from .params import flatten_batched, param_dict
 
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -325,6 +326,10 @@ def train(
     snap_epochs: list[int] = []
 
     def record(epoch: int) -> None:
+        if not bool(alive.any()):  # nothing left to evaluate: every metric is NaN
+            nan = torch.full((M,), float("nan"), dtype=torch.float64, device=device)
+            evals.append((epoch, nan, nan, nan, nan))
+            return
         trl, tra = evaluate(x_tr, y_tr)
         tel, tea = evaluate(d.x_test, d.y_test)
         dead = ~alive
@@ -353,7 +358,7 @@ def train(
             diverged[m] = epoch
             warnings.warn(f"member {m} diverged in epoch {epoch} (loss {losses[m].item():.3g});"
                           f" it stops training — lower lr (now {lr:g}) or check the data",
-                          RuntimeWarning, stacklevel=3)
+                          DivergenceWarning, stacklevel=3)
         alive.logical_and_(~newly)
 
     if eval_every:
@@ -364,33 +369,40 @@ def train(
     bar = tqdm(range(1, epochs + 1), desc=desc, leave=False,
                disable=None if progress is None else not progress)
     any_dead = False
+    steps_per_epoch = 1 if full_batch else -(-N // batch_size)
     for epoch in bar:
-        for xb, yb in epoch_batches():
-            opt.zero_grad(set_to_none=True)
-            losses = batched_loss(xb, yb)  # (M,)
-            losses.sum().backward()
-            # One host sync per step; a non-finite loss is the divergence signal (a NaN/inf
-            # gradient makes the next loss non-finite too).
-            if not bool(torch.isfinite(losses[alive]).all()):
-                freeze_diverged(losses, epoch)
-                any_dead = True
-            if any_dead:  # rare path: frozen members keep their θ through the step
-                keep = [v.detach().clone() for v in leaves]
-                opt.step()
-                with torch.no_grad():
-                    for v, old in zip(leaves, keep):
-                        mask = alive.view(-1, *[1] * (v.dim() - 1))
-                        v.copy_(torch.where(mask, v, old))
-            else:
-                opt.step()
-            if record_steps:
-                step_losses.append(losses.detach())
-                sq = sum(p.grad.detach().reshape(M, -1).pow(2).sum(1) for p in leaves)
-                grad_norms.append(sq.sqrt())
-        if eval_every and (epoch % eval_every == 0 or epoch == epochs or not bool(alive.any())):
-            record(epoch)
         if not bool(alive.any()):
-            break
+            # Every member has diverged: nothing is trained any more, but the trace keeps the
+            # shape it would have had, so ensembles of one study stack (NaN from here on).
+            if record_steps:
+                nan = torch.full((M,), float("nan"), device=device)
+                step_losses += [nan] * steps_per_epoch
+                grad_norms += [nan] * steps_per_epoch
+        else:
+            for xb, yb in epoch_batches():
+                opt.zero_grad(set_to_none=True)
+                losses = batched_loss(xb, yb)  # (M,)
+                losses.sum().backward()
+                # One host sync per step; a non-finite loss is the divergence signal (a NaN/inf
+                # gradient makes the next loss non-finite too).
+                if not bool(torch.isfinite(losses[alive]).all()):
+                    freeze_diverged(losses, epoch)
+                    any_dead = True
+                if any_dead:  # rare path: frozen members keep their θ through the step
+                    keep = [v.detach().clone() for v in leaves]
+                    opt.step()
+                    with torch.no_grad():
+                        for v, old in zip(leaves, keep):
+                            mask = alive.view(-1, *[1] * (v.dim() - 1))
+                            v.copy_(torch.where(mask, v, old))
+                else:
+                    opt.step()
+                if record_steps:
+                    step_losses.append(losses.detach())
+                    sq = sum(p.grad.detach().reshape(M, -1).pow(2).sum(1) for p in leaves)
+                    grad_norms.append(sq.sqrt())
+        if eval_every and (epoch % eval_every == 0 or epoch == epochs):
+            record(epoch)
         if snapshot_every and epoch % snapshot_every == 0:
             snapshot(epoch)
 

@@ -13,12 +13,14 @@ fields ("did you mean ...?") and parses every value by the field's declared type
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,3 +199,15 @@ def require(condition: bool, message: str) -> None:
     """Config validation helper: raise ``ValueError(message)`` unless ``condition``."""
     if not condition:
         raise ValueError(message)
+
+
+@contextlib.contextmanager
+def quiet_numpy() -> Iterator[None]:
+    """Silence numpy's NaN/overflow warnings while figures and findings are made.
+
+    Runs that diverged leave NaN (or huge) values by design; the findings and the report say
+    so in words, so "Mean of empty slice" and "overflow encountered" would only be noise.
+    """
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
