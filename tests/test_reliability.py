@@ -208,3 +208,11 @@ def test_no_file_is_unpickled_or_torch_loaded():
     assert not [n for n, t in texts.items() if "allow_pickle=True" in t or "torch.load(" in t]
     assert [n for n, t in texts.items() if "pickle.load" in t] == ["executors.py"]
     assert "allow_pickle=False" in texts["store.py"]
+
+
+def test_the_network_guard_is_active():
+    """conftest blocks every non-loopback connection, so the whole suite runs offline."""
+    import socket
+
+    with pytest.raises(AssertionError, match="reach the network"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1, never routed

@@ -179,6 +179,10 @@ class RayExecutor:
         except ImportError:
             raise UsageError("--executor ray needs Ray, which is not installed; "
                              "pip install 'deepscope[ray]' (or use --executor process)") from None
+        if device is not None and device.type == "cuda" and device.index:
+            # Ray shows each task only the GPU it assigned, as cuda:0.
+            raise UsageError(f"--device {device} cannot be used with --executor ray, which "
+                             "assigns GPUs itself; use --device cuda")
         self._ray = ray
         self._started = False
         if not ray.is_initialized():

@@ -53,11 +53,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device or "cpu")
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}; use cpu or cuda (or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was given but no CUDA device is available to torch; "
-                          "use --device cpu or install a CUDA build of torch")
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {device!r}; use cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was given but no CUDA device is available to "
+                              "torch; use --device cpu or install a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device} does not exist: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                              f"cuda:{torch.cuda.device_count() - 1}")
+        # Full float32 on the GPU, as on the CPU: no TF32 in matrix products or convolutions
+        # (on by default for cuDNN on Ampere and later, where it keeps ~10 mantissa bits).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     return dev
 
 

@@ -95,8 +95,8 @@ def find_critical_point(
     parts = [(*_cast(x, y, dtype), w) for x, y, w in chunks(batch)]
     M = stacked.shape[0]
     theta = stacked.clone().requires_grad_(True)
-    steps = torch.zeros(M, dtype=torch.long)
-    done = torch.zeros(M, dtype=torch.bool)
+    steps = torch.zeros(M, dtype=torch.long, device=theta.device)
+    done = torch.zeros(M, dtype=torch.bool, device=theta.device)
     opt = torch.optim.Adam([theta], lr=lr)
 
     # Phase 1: Adam on φ = ‖∇L‖², every member at once; converged members are frozen.
@@ -129,7 +129,7 @@ def find_critical_point(
         keep = lam.abs() > pinv_rtol * lam.abs().amax(1, keepdim=True)
         inv = torch.where(keep, 1 / torch.where(keep, lam, torch.ones_like(lam)), 0.0)
         delta = -(V @ (inv[..., None] * (V.mT @ g[..., None])))[..., 0]
-        step = torch.zeros(M, dtype=dtype)
+        step = torch.zeros(M, dtype=dtype, device=theta.device)
         best = gnorm.clone()
         for alpha in (2.0**-i for i in range(12)):  # largest step that lowers ‖∇L‖
             trial = (theta + alpha * delta).requires_grad_(True)
@@ -148,8 +148,8 @@ def find_critical_point(
     gnorm = g.norm(dim=1)
     for m, model in enumerate(models):
         set_theta(model, theta[m].detach().to(next(model.parameters()).dtype))
-    return CriticalPoints(grad_norm=gnorm.numpy(), loss=losses.detach().numpy(),
-                          steps=steps.numpy(), converged=(gnorm < tol).numpy(),
+    return CriticalPoints(grad_norm=gnorm.cpu().numpy(), loss=losses.detach().cpu().numpy(),
+                          steps=steps.cpu().numpy(), converged=(gnorm < tol).cpu().numpy(),
                           theta=theta.detach())
 
 
@@ -162,6 +162,6 @@ def gradient_flat_share(H: Tensor, g: Tensor, tau: Tensor | float) -> Tensor:
     """
     lam, V = torch.linalg.eigh(H)
     coeff = (V.transpose(-1, -2) @ g[..., None])[..., 0] ** 2  # (M, P)
-    tau = torch.as_tensor(tau, dtype=lam.dtype).reshape(-1, 1)
+    tau = torch.as_tensor(tau, dtype=lam.dtype, device=lam.device).reshape(-1, 1)
     flat = (lam.abs() <= tau).to(coeff.dtype)
     return (coeff * flat).sum(-1) / coeff.sum(-1).clamp_min(torch.finfo(coeff.dtype).tiny)
