@@ -140,3 +140,19 @@ def test_data_dir_without_mnist_is_rejected_before_any_training(sandbox, capsys)
     err = capsys.readouterr().err
     assert "holds no mnist data" in err and empty in err
     assert not os.path.exists("deepscope-results/fit-function")
+
+
+def test_every_field_of_every_study_with_every_corpus_value():
+    """Exhaustive, beside the random search: 11 studies × their fields × VALUES × 2 scales."""
+    cases = 0
+    for study in STUDIES.values():
+        for key in study.Config.__dataclass_fields__:
+            for value in VALUES:
+                for scale in ("quick", "default"):
+                    cases += 1
+                    try:
+                        make_config(study, scale, {key: value})
+                    except ConfigError as e:
+                        assert str(e) and "\n" not in str(e), (study.name, key, value)
+    assert cases == 2 * len(VALUES) * sum(len(s.Config.__dataclass_fields__)
+                                          for s in STUDIES.values())

@@ -46,6 +46,7 @@ def mlp_param_count(in_dim: int, out_dim: int, widths: list[int]) -> int:
     return sum((a + 1) * b for a, b in pairwise(dims))
 
 
+MAX_DEPTH = 1000  # hidden layers; beyond this the width search itself gets slow
 POOLED_SIDE = 3  # feature maps are max-pooled to at most 3×3 before the classifier
 
 
@@ -76,8 +77,8 @@ def _solve_widths(depth: int, budget: int, count: Callable[[list[int]], int]) ->
     input makes every unit of a one-layer net cost ``in_dim + out_dim + 1`` parameters), a
     ValueError names the nearest reachable counts.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be ≥ 1, got {depth}")
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be between 1 and {MAX_DEPTH}, got {depth}")
     if budget < count([1] * depth):
         raise ValueError(
             f"a budget of {budget} parameters is below the smallest depth-{depth} model "

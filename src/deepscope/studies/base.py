@@ -32,6 +32,7 @@ SCALE_NAMES = ("quick", "default", "full")
 _UNIONS = (typing.Union, types.UnionType)
 # Sample counts of MNIST and Fashion-MNIST, checked before any work starts.
 SIZE_LIMITS = {"subset": 60_000, "test_subset": 10_000}
+MAX_INT = 10_000_000  # no count in any study (epochs, widths, seeds, ...) comes near this
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,14 @@ def make_config(study: Study, scale: str = "default", overrides: Mapping[str, An
         items = value if isinstance(value, tuple) else (value,)
         if any(isinstance(v, float) and not math.isfinite(v) for v in items):
             raise ConfigError(f"{key}: must be finite numbers, got {value}")
+        if any(isinstance(v, int) and abs(v) > MAX_INT for v in items):
+            raise ConfigError(f"{key}: {value} is implausibly large; use values up to "
+                              f"{MAX_INT:,}")
         if isinstance(value, tuple) and not value:
             raise ConfigError(f"{key}: needs at least one value")
     try:
         return study.Config(**values)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"{study.name}: {e}") from e
 
 
