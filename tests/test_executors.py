@@ -4,7 +4,11 @@ Ray is exercised on a local instance started by the test (``.ci/run`` installs t
 """
 
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,22 +81,84 @@ def test_failing_piece_names_item_and_keeps_the_others(name, tmp_path, request):
     assert ctx.pieces_cached == 5 and len(ctx.piece_seconds) == 1
 
 
-def test_dead_worker_is_reported_and_pool_recovers(tmp_path):
-    ex = ProcessExecutor(workers=1, threads=1)
+def test_dead_worker_names_its_piece_and_spares_the_others(tmp_path):
+    """A worker killed under a piece (OOM killer, kill -9) breaks the whole pool; the pieces
+    in flight are re-run one by one, so only the guilty one is reported."""
+    ex = ProcessExecutor(workers=2, threads=1)
     try:
         def dies(i):
-            if i == 1:
-                os._exit(3)  # a worker killed from under the pool (OOM killer, kill -9)
+            if i == 3:
+                os._exit(3)
             return {"i": np.asarray(i)}
 
         ctx = Context(study="t", cache_dir=tmp_path, executor=ex, progress=False)
-        with pytest.raises(PieceError, match="worker process died"):
-            ctx.map(dies, [0, 1])
-        assert len(list(tmp_path.glob("*.npz"))) == 1
+        with pytest.raises(PieceError, match=r"1 of 6 pieces .* item 3, raised RuntimeError: "
+                           r"its worker process died"):
+            ctx.map(dies, range(6))
+        assert len(list(tmp_path.glob("*.npz"))) == 5
         out = Context(study="t", executor=ex, progress=False).map(_flaky(None), [2, 3])
-        assert [int(p["square"]) for p in out] == [4, 9]
+        assert [int(p["square"]) for p in out] == [4, 9]  # the pool works again
     finally:
         ex.close()
+
+
+CTRL_C = """
+import sys, time
+import numpy as np
+from deepscope.context import Context
+from deepscope.executors import ProcessExecutor
+
+def slow(i):
+    time.sleep(60)
+    return {"i": np.asarray(i)}
+
+ex = ProcessExecutor(workers=2, threads=1)
+try:
+    print("started", flush=True)
+    Context(study="t", executor=ex, progress=False).map(slow, range(4))
+except KeyboardInterrupt:
+    ex.close()
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_the_pool_at_once(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: the run stops within
+    seconds (not after the running pieces), with no worker left behind."""
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(4)  # workers spawned and sleeping inside their pieces
+    children = _children(proc.pid)
+    assert len(children) >= 2
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err  # workers ignore SIGINT: no traceback from each of them
+    deadline = time.monotonic() + 10
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), _alive(children)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Child pids of ``pid`` and their command lines."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return {int(line.split(None, 1)[0]): line.split(None, 1)[1]
+            for line in out.strip().splitlines()}
+
+
+def _alive(pids) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(f"{pid} ({state}): {pids[pid]}")
+    return out
 
 
 def test_threads_are_shared_among_workers():
@@ -106,6 +172,10 @@ def test_bad_executor_arguments_name_the_fix():
         make_executor("procss")
     with pytest.raises(UsageError, match="--workers must be ≥ 1"):
         make_executor("process", workers=0)
+    with pytest.raises(UsageError, match="more than this machine's"):
+        make_executor("process", workers=(os.cpu_count() or 1) + 1)
+    with pytest.raises(UsageError, match="--workers is for --executor process or ray"):
+        make_executor("local", workers=2)
     with pytest.raises(UsageError, match="--address is for --executor ray"):
         make_executor("process", address="auto")
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import time
+
 import numpy as np
 import pytest
 
 from deepscope.context import Context
 from deepscope.errors import UsageError
-from deepscope.store import config_hash, load_arrays, save_arrays
+from deepscope.store import (
+    config_hash,
+    exclusive,
+    latest_runs,
+    load_arrays,
+    load_run,
+    remove_stale_temporaries,
+    save_arrays,
+)
 
 
 def test_arrays_round_trip(tmp_path):
@@ -30,8 +42,69 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
     path = tmp_path / "r.npz"
     save_arrays(path, {"a": np.ones(100)})
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(UsageError, match="delete the file and re-run"):
+    with pytest.raises(UsageError, match="delete it and re-run"):
         load_arrays(path)
+
+
+def test_no_single_byte_flip_loads_wrong_data(tmp_path):
+    """Every byte of a stored file, flipped in turn: the load fails with UsageError or gives
+    exactly the stored arrays (a flip in zip metadata nobody reads). Zip CRC-32s alone let
+    some directory damage through with members missing; the SHA-256 member catches it."""
+    path = tmp_path / "r.npz"
+    arrays = {"a": np.arange(5.0), "b": np.asarray(["diverged"]), "c": np.asarray(7)}
+    save_arrays(path, arrays)
+    blob = path.read_bytes()
+    detected = 0
+    for i in range(len(blob)):
+        damaged = bytearray(blob)
+        damaged[i] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        try:
+            back = load_arrays(path)
+        except UsageError:
+            detected += 1
+            continue
+        assert set(back) == set(arrays), i
+        for k in arrays:
+            np.testing.assert_array_equal(back[k], arrays[k])
+    assert detected > len(blob) // 2
+
+
+def test_stored_files_follow_the_umask(tmp_path):
+    path = tmp_path / "r.npz"
+    save_arrays(path, {"a": np.ones(2)})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_damaged_run_files_are_usage_errors(tmp_path):
+    run = tmp_path / "s" / "abc"
+    run.mkdir(parents=True)
+    save_arrays(run / "result.npz", {"a": np.ones(2)})
+    (run / "meta.json").write_text("{}")
+    for config in (b"\xff\xfe not utf-8", b"{}", b"[1, 2]", b'{"study": "s"}'):
+        (run / "config.json").write_bytes(config)
+        with pytest.raises(UsageError, match="not a complete run"):
+            load_run(run)
+        assert latest_runs(tmp_path) == {}  # skipped, not a crash
+
+
+def test_lock_is_not_reentered_by_its_own_process(tmp_path):
+    with (exclusive(tmp_path / "l.lock", "study x"), pytest.raises(UsageError, match="already"),
+          exclusive(tmp_path / "l.lock", "study x")):
+        pass
+    with exclusive(tmp_path / "l.lock", "study x"):  # released: can be taken again
+        pass
+
+
+def test_only_stale_temporaries_are_removed(tmp_path):
+    old, new = tmp_path / ".r.npz.1.tmp", tmp_path / ".r.npz.2.tmp"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not old.exists() and new.exists()
 
 
 def test_config_hash_is_stable_and_distinguishes():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -80,7 +81,18 @@ class LocalExecutor:
 # --- local process pool --------------------------------------------------------------------
 
 
+def full_precision() -> None:
+    """Full float32 on CUDA, as on the CPU: no TF32 in matrix products or convolutions (cuDNN
+    uses it by default on Ampere and later, keeping ~10 mantissa bits). Called in the main
+    process and in every worker, so all executors compute the same numbers."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def _init_worker(threads: int) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the main process alone decides
+    # what happens (it terminates the pool), so workers do not each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -92,6 +104,7 @@ def _call_pickled(payload: bytes, item: Any, threads: int) -> tuple[Any, float]:
     import cloudpickle
 
     torch.set_num_threads(threads)
+    full_precision()
     key = hash(payload)
     if key not in _FN_CACHE:
         _FN_CACHE.clear()  # one function at a time: a study's captured data is freed after it
@@ -111,7 +124,10 @@ class ProcessExecutor:
     """A pool of ``workers`` spawned processes, kept alive across ``map`` calls.
 
     ``spawn``, not ``fork``: a forked child of a process whose OpenMP pool is running can
-    deadlock the first time it multiplies matrices.
+    deadlock the first time it multiplies matrices. If a worker dies (killed, out of memory),
+    the pool cannot tell which piece it was running, so the pieces that were in flight are
+    run again one at a time in a fresh one-worker pool: the innocent ones finish and the one
+    that kills its worker is named.
     """
 
     name = "process"
@@ -121,19 +137,19 @@ class ProcessExecutor:
         self.threads = max(1, (threads or torch.get_num_threads()) // self.workers)
         self._pool: ProcessPoolExecutor | None = None
 
-    def _get_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.threads,))
-        return self._pool
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.threads,))
 
     def run(self, fn: Callable, items: Sequence[Any]) -> Iterator[Outcome]:
         payload = _dumps(fn)
-        pool = self._get_pool()
+        if self._pool is None:
+            self._pool = self._new_pool(self.workers)
         futures: dict[Future, int] = {
-            pool.submit(_call_pickled, payload, item, self.threads): i
+            self._pool.submit(_call_pickled, payload, item, self.threads): i
             for i, item in enumerate(items)}
+        broken: list[int] = []
+        finished = False
         try:
             pending = set(futures)
             while pending:
@@ -141,17 +157,45 @@ class ProcessExecutor:
                 for fut in done:
                     try:
                         piece, seconds = fut.result()
-                    except BrokenProcessPool as e:  # a worker died (killed, out of memory)
-                        self._pool = None
-                        yield futures[fut], RuntimeError(
-                            f"a worker process died ({e}); was it killed or out of memory?"), 0.0
+                    except BrokenProcessPool:
+                        broken.append(futures[fut])
                     except Exception as e:
                         yield futures[fut], e, 0.0
                     else:
                         yield futures[fut], piece, seconds
-        finally:  # interrupted (Ctrl-C, or the caller stopped): drop what has not started
-            for fut in futures:
-                fut.cancel()
+            if broken:
+                self._terminate()
+                yield from self._isolate(payload, items, sorted(broken))
+            finished = True
+        finally:
+            if not finished:  # interrupted (Ctrl-C) or abandoned: stop the workers now
+                self._terminate()
+
+    def _isolate(self, payload: bytes, items: Sequence[Any], idx: list[int]) -> Iterator[Outcome]:
+        """Run the pieces a dead worker took down with it, one at a time."""
+        for i in idx:
+            pool = self._new_pool(1)
+            try:
+                fut = pool.submit(_call_pickled, payload, items[i], self.threads)
+                piece, seconds = fut.result()
+            except BrokenProcessPool:
+                yield i, RuntimeError("its worker process died while running it (killed, or "
+                                      "out of memory?)"), 0.0
+            except Exception as e:
+                yield i, e, 0.0
+            else:
+                yield i, piece, seconds
+            finally:
+                pool.shutdown(wait=True)
+
+    def _terminate(self) -> None:
+        """Stop the pool at once: kill its workers, drop queued pieces."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -185,6 +229,10 @@ class RayExecutor:
                              "assigns GPUs itself; use --device cuda")
         self._ray = ray
         self._started = False
+        if address is not None and not address.strip():
+            raise UsageError("--address is empty; give the cluster's address, e.g. auto or "
+                             "HEAD:6379, or leave it out for a local Ray")
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address, "include_dashboard": False,
                                       "log_to_driver": False}
@@ -192,9 +240,13 @@ class RayExecutor:
                 kwargs["num_cpus"] = workers or os.cpu_count() or 1
             try:
                 ray.init(**kwargs)
-            except ConnectionError as e:
-                raise UsageError(f"cannot reach the Ray cluster at {address!r} ({e}); check "
-                                 "--address (e.g. ray://HOST:10001 or auto)") from None
+            except Exception as e:  # Ray raises ConnectionError, ValueError, RuntimeError ...
+                hint = (" (a ray:// address needs the client: pip install 'ray[client]')"
+                        if str(address).startswith("ray://") else "")
+                raise UsageError(f"cannot start or reach Ray at {address or 'a local instance'}"
+                                 f": {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                                 f"{hint}; check --address (auto, or HEAD:6379 from a node of "
+                                 "the cluster)") from None
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or cpus
@@ -247,13 +299,17 @@ def make_executor(name: str = "local", workers: int | None = None, threads: int 
                   address: str | None = None, device: torch.device | None = None) -> Executor:
     """The executor ``name`` (``local`` | ``process`` | ``ray``), sized to ``workers`` and a
     thread budget of ``threads`` (default: torch's current thread count)."""
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be ≥ 1, got {workers}")
-    most = 4 * (os.cpu_count() or 1)
-    if name == "process" and workers is not None and workers > most:
-        raise UsageError(f"--workers {workers} would start more processes than 4 × this "
-                         f"machine's {os.cpu_count()} cores; use at most {most}, or Ray for a "
-                         "cluster")
+    cores = os.cpu_count() or 1
+    if workers is not None:
+        if workers < 1:
+            raise UsageError(f"--workers must be ≥ 1, got {workers}")
+        if name == "local":
+            raise UsageError("--workers is for --executor process or ray; add one or drop it")
+        # workers × threads ≤ cores: more CPU-bound workers than cores only slow each other.
+        if workers > cores and (name == "process" or address is None):
+            raise UsageError(f"--workers {workers} is more than this machine's {cores} cores; "
+                             f"use at most {cores}" + (", or --address for a Ray cluster"
+                                                       if name == "ray" else ""))
     if address is not None and name != "ray":
         raise UsageError("--address is for --executor ray; add --executor ray or drop it")
     if name == "local":

@@ -22,7 +22,7 @@ import torch
 
 from .context import Context
 from .errors import ConfigError
-from .executors import Executor, make_executor
+from .executors import Executor, full_precision, make_executor
 from .plot import to_png
 from .store import (
     DEFAULT_ROOT,
@@ -31,6 +31,7 @@ from .store import (
     atomic_write_json,
     exclusive,
     load_run,
+    remove_stale_temporaries,
     run_dir,
     run_lock,
     save_arrays,
@@ -63,10 +64,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ConfigError(f"--device {device} does not exist: this machine has "
                               f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
                               f"cuda:{torch.cuda.device_count() - 1}")
-        # Full float32 on the GPU, as on the CPU: no TF32 in matrix products or convolutions
-        # (on by default for cuDNN on Ampere and later, where it keeps ~10 mantissa bits).
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        full_precision()  # no TF32: the same float32 numbers as on the CPU
     return dev
 
 
@@ -115,6 +113,8 @@ def run_study(
         # One run of a (study, config) at a time per results directory: a second one waits,
         # then finds every piece in the cache.
         with exclusive(run_lock(path), f"{name} into {root}"):
+            for d in (root / "cache", path):  # leftovers of writes killed long ago
+                remove_stale_temporaries(d)
             return _run_and_store(study, cfg, ctx, path, scale, overrides)
     finally:
         if own:
