@@ -39,7 +39,7 @@ def loop_loss(model, loss_fn, batch, theta):
 def test_surface_at_the_origin_is_the_loss(setup):
     model, (x, y) = setup
     d1, d2 = random_plane(model, seed=1)
-    res = surface(model, F.cross_entropy, (x, y), d1, d2, span=((-1, 1), (-0.5, 0.5)),
+    res = surface(model, F.cross_entropy, (x, y), (d1, d2), span=((-1, 1), (-0.5, 0.5)),
                   resolution=5)
     assert res.a.shape == (5,) and res.b.shape == (5,) and res.loss.shape == (5, 5)
     assert res.a[2] == 0.0 and res.b[2] == 0.0
@@ -52,7 +52,7 @@ def test_surface_along_d1_equals_a_plain_loop(setup):
     model, batch = setup
     d1, d2 = random_plane(model, seed=2)
     theta = get_theta(model)
-    res = surface(model, F.cross_entropy, batch, d1, d2, span=(-2, 2), resolution=9, chunk=4)
+    res = surface(model, F.cross_entropy, batch, (d1, d2), span=(-2, 2), resolution=9, chunk=4)
     j0 = 4
     assert res.b[j0] == 0.0
     for i, a in enumerate(res.a):
@@ -65,7 +65,7 @@ def test_whole_grid_with_a_center_equals_a_plain_loop(setup):
     model, batch = setup
     d1, d2 = random_plane(model, seed=3)
     center = get_theta(model) + 0.1 * filter_normalized_direction(model, seed=9)
-    res = surface(model, F.cross_entropy, list(batch), d1, d2, center=center,
+    res = surface(model, F.cross_entropy, list(batch), (d1, d2), center=center,
                   span=((-1, 0.5), (0, 2)), resolution=(4, 3))
     assert res.loss.shape == (4, 3)
     for i, a in enumerate(res.a):
@@ -77,9 +77,9 @@ def test_whole_grid_with_a_center_equals_a_plain_loop(setup):
 def test_chunk_size_does_not_change_the_result(setup):
     model, batch = setup
     d1, d2 = random_plane(model, seed=4)
-    ref = surface(model, F.cross_entropy, batch, d1, d2, resolution=7, chunk=1)
+    ref = surface(model, F.cross_entropy, batch, (d1, d2), resolution=7, chunk=1)
     for chunk in (5, 49, 1000):
-        res = surface(model, F.cross_entropy, batch, d1, d2, resolution=7, chunk=chunk)
+        res = surface(model, F.cross_entropy, batch, (d1, d2), resolution=7, chunk=chunk)
         np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-12, atol=1e-12)
 
 
@@ -89,7 +89,7 @@ def test_surface_of_a_cnn_with_mse_regression():
     x = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64)
     y = torch.randn(6, 2, generator=g, dtype=torch.float64)
     d1, d2 = random_plane(model, seed=0)
-    res = surface(model, F.mse_loss, (x, y), d1, d2, span=(-1, 1), resolution=3)
+    res = surface(model, F.mse_loss, (x, y), (d1, d2), span=(-1, 1), resolution=3)
     theta = get_theta(model)
     for i, a in enumerate(res.a):
         for j, b in enumerate(res.b):
@@ -101,11 +101,11 @@ def test_surface_rejects_bad_shapes(setup):
     model, batch = setup
     d1, d2 = random_plane(model)
     with pytest.raises(ValueError, match="d2 must have shape"):
-        surface(model, F.cross_entropy, batch, d1, d2[:-1])
+        surface(model, F.cross_entropy, batch, (d1, d2[:-1]))
     with pytest.raises(ValueError, match="span"):
-        surface(model, F.cross_entropy, batch, d1, d2, span=(0, 1, 2))
+        surface(model, F.cross_entropy, batch, (d1, d2), span=(0, 1, 2))
     with pytest.raises(ValueError, match="scalar"):
-        surface(model, lambda o, t: F.cross_entropy(o, t, reduction="none"), batch, d1, d2,
+        surface(model, lambda o, t: F.cross_entropy(o, t, reduction="none"), batch, (d1, d2),
                 resolution=2)
 
 
@@ -220,3 +220,24 @@ def test_project_recovers_known_coordinates():
     assert project(on_plane.reshape(5, 5, p), center, d1, d2).shape == (5, 5, 2)
     with pytest.raises(ValueError, match="parallel"):
         project(on_plane, center, d1, 2 * d1)
+
+
+def test_named_directions_are_the_planes_of_the_helpers(setup):
+    """directions="filter" / "pca" (DESIGN.md's API) give the surface of random_plane(seed)
+    and of pca_plane(snapshots)."""
+    model, batch = setup
+    theta = get_theta(model)
+    g = torch.Generator().manual_seed(5)
+    snaps = theta + 0.1 * torch.randn(6, theta.numel(), generator=g, dtype=theta.dtype)
+    kw = {"span": (-0.5, 0.5), "resolution": 3}
+    r1, r2 = random_plane(model, seed=3)
+    p1, p2, _ = pca_plane(snaps)
+    for named, pair in ((dict(directions="filter", seed=3), (r1, r2)),
+                        (dict(directions="pca", snapshots=snaps), (p1, p2))):
+        a = surface(model, F.cross_entropy, batch, **named, **kw)
+        b = surface(model, F.cross_entropy, batch, pair, **kw)
+        np.testing.assert_array_equal(a.loss, b.loss)
+    with pytest.raises(ValueError, match="needs the trajectory"):
+        surface(model, F.cross_entropy, batch, "pca")
+    with pytest.raises(ValueError, match='"filter", "pca" or'):
+        surface(model, F.cross_entropy, batch, "random")

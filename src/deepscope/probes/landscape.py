@@ -180,9 +180,10 @@ def surface(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     batch: Sequence[Tensor],
-    d1: Tensor,
-    d2: Tensor,
+    directions: str | tuple[Tensor, Tensor] = "filter",
     *,
+    snapshots: np.ndarray | Tensor | None = None,
+    seed: int = 0,
     center: Tensor | np.ndarray | None = None,
     span=(-1.0, 1.0),
     resolution: int | tuple[int, int] = 21,
@@ -194,7 +195,12 @@ def surface(
         model, loss_fn, batch: the loss ``loss_fn(model(x), y)`` on ``batch = (x, y)`` — the
             whole batch at once, so pass the data set the surface should describe. The model
             is evaluated as it is (call ``model.eval()`` first if it has dropout or batch norm).
-        d1, d2: directions of shape ``(P,)`` (e.g. :func:`random_plane`, :func:`pca_plane`).
+        directions: the plane — ``"filter"``: two filter-normalised random directions drawn
+            from ``seed`` (:func:`random_plane`, Li et al., 2018); ``"pca"``: the top two
+            principal directions of the trajectory ``snapshots`` (:func:`pca_plane`); or two
+            directions ``(d1, d2)`` of shape ``(P,)`` of your own.
+        snapshots: ``(..., P)`` θ snapshots, needed for ``directions="pca"``.
+        seed: seed of the random directions for ``directions="filter"``.
         center: θc, shape ``(P,)``; default the model's current θ.
         span: ``(lo, hi)`` for both axes, or ``((a0, a1), (b0, b1))``.
         resolution: points per axis, an int or ``(Ra, Rb)``; an odd count over a symmetric span
@@ -205,6 +211,18 @@ def surface(
         :class:`SurfaceResult` with ``a (Ra,)``, ``b (Rb,)`` and ``loss (Ra, Rb)``,
         ``loss[i, j]`` at ``(a[i], b[j])``, computed in the dtype of the model.
     """
+    if isinstance(directions, str):
+        if directions == "filter":
+            d1, d2 = random_plane(model, seed=seed)
+        elif directions == "pca":
+            if snapshots is None:
+                raise ValueError('directions="pca" needs the trajectory: pass snapshots=')
+            d1, d2, _ = pca_plane(snapshots)
+        else:
+            raise ValueError(f'directions must be "filter", "pca" or (d1, d2), '
+                             f"got {directions!r}")
+    else:
+        d1, d2 = directions
     f, theta = objective(model, loss_fn, tuple(batch))
     dtype, device = theta.dtype, theta.device
     p = theta.numel()

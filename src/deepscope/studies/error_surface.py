@@ -75,10 +75,10 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         lo, hi = xy.min(0), xy.max(0)
         pad = cfg.pca_margin * (hi - lo)
         pca_span = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
-        s_pca = surface(model, F.cross_entropy, batch, d1.to(ctx.device), d2.to(ctx.device),
+        s_pca = surface(model, F.cross_entropy, batch, (d1.to(ctx.device), d2.to(ctx.device)),
                         span=pca_span, resolution=cfg.resolution)
         r1, r2 = random_plane(model, seed=cfg.seed)
-        s_rand = surface(model, F.cross_entropy, batch, r1.to(ctx.device), r2.to(ctx.device),
+        s_rand = surface(model, F.cross_entropy, batch, (r1.to(ctx.device), r2.to(ctx.device)),
                          span=(-cfg.random_span, cfg.random_span), resolution=cfg.resolution)
         with torch.no_grad():
             final = float(F.cross_entropy(model(data.x_train), data.y_train))
