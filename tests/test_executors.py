@@ -16,6 +16,7 @@ import pytest
 from deepscope.context import Context
 from deepscope.errors import PieceError, UsageError
 from deepscope.executors import LocalExecutor, ProcessExecutor, make_executor
+from deepscope.report import write_report
 from deepscope.runner import run_study
 
 STUDY = "fit-function"
@@ -62,6 +63,7 @@ def test_same_result_bytes_on_every_executor(name, local_result, tmp_path, reque
     assert run.meta["pieces_from_cache"] == 0
     assert (run.path / "result.npz").read_bytes() == \
         (local_result.path / "result.npz").read_bytes()
+    assert f"pieces on the {name} executor (2 workers" in write_report(tmp_path).read_text()
 
 
 @pytest.mark.parametrize("name", ["local", "process", "ray"])

@@ -163,11 +163,20 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
                      f"<ul>{lines}</ul>")
     parts.append(
         f'<p class="note">Ran in {float(meta.get("seconds", 0)):.1f} s on '
-        f'{_e(str(meta.get("device")))} with {_e(str(meta.get("threads")))} thread(s), '
+        f'{_e(str(meta.get("device")))} with {_e(str(meta.get("threads")))} thread(s)'
+        f"{_e(_executor(meta))}, "
         f'started {_e(str(meta.get("started")))}. Raw data: '
         f'<code>{_e(str(run.path / "result.npz"))}</code>, '
         f'<code>{_e(str(run.path / "config.json"))}</code>.</p>')
     return "\n".join(parts)
+
+
+def _executor(meta: dict[str, Any]) -> str:
+    ex = meta.get("executor") or {}
+    if not ex or ex.get("name") == "local":
+        return ""
+    return (f", pieces on the {ex.get('name')} executor ({ex.get('workers')} workers × "
+            f"{ex.get('threads_per_worker')} thread(s))")
 
 
 def write_report(root: Path) -> Path:
