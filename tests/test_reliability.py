@@ -162,7 +162,7 @@ def test_truncated_result_or_cache_is_detected_and_recomputed(reference, tmp_pat
 
 def test_concurrent_runs_wait_and_reuse_pieces(reference, tmp_path):
     out = tmp_path / "out"
-    first = _child(tmp_path, "slow", 1.0, out)
+    first = _child(tmp_path, "slow", 2.0, out)  # holds the lock for 6 s or more
     lock = out / STUDY
     deadline = time.monotonic() + 120
     while not list(lock.glob(".*.lock")) and time.monotonic() < deadline:

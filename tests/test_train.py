@@ -108,6 +108,24 @@ def test_divergence_stops_only_the_affected_member():
     assert np.isnan(trace.train_loss[1, 1:]).all()
 
 
+def test_a_fully_diverged_ensemble_keeps_the_trace_shape():
+    """When every member diverges, training stops but the trace has the shape it would have
+    had (NaN from then on), so the pieces of a study still stack."""
+    data = _toy_classification()
+    members = [ds.mlp(5, 3, depth=1, width=4, seed=s).double() for s in range(2)]
+    with torch.no_grad():
+        for m in members:
+            m[-1].weight.fill_(float("inf"))
+    with pytest.warns(DivergenceWarning):
+        trace = ds.train(members, data, epochs=4, batch_size=32, record_steps=True,
+                         snapshot_every=2, dtype=torch.float64)
+    assert trace.diverged_epoch.tolist() == [1, 1]
+    assert trace.epoch.tolist() == [0, 1, 2, 3, 4]
+    assert trace.train_loss.shape == (2, 5) and np.isnan(trace.train_loss[:, 1:]).all()
+    assert trace.step_loss.shape == (2, 4 * 3)  # 96 images in batches of 32
+    assert trace.snapshot_epoch.tolist() == [0, 2, 4]
+
+
 def test_regression_full_batch_reduces_loss():
     data = ds.load("sinc", n=64, n_test=32)
     model = ds.mlp(1, 1, depth=2, params=150)

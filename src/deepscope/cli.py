@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None,
                      help="processes or Ray tasks at once (default: cores, or the cluster's CPUs)")
     run.add_argument("--address", default=None,
-                     help="Ray cluster address, e.g. auto or ray://HOST:10001 (default: start a "
-                     "local Ray)")
+                     help="Ray cluster to use: auto, or HEAD:6379 from a node of the cluster "
+                     "(default: start a private local Ray)")
     run.add_argument("--data-dir", default=None,
                      help="directory of MNIST IDX files (else $DEEPSCOPE_DATA, else shipped)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")

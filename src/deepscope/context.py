@@ -102,16 +102,15 @@ class Context:
         """``[fn(item) for item in items]``, each piece cached, run on this context's executor.
 
         ``fn`` must be a pure function of its item (and the study config): the cache key is
-        built from its qualified name, its module's source and the item's JSON form. Pieces
-        found in the cache are loaded (a damaged one is recomputed); the rest go to the
-        executor and are cached as each one finishes, so an interrupted or failing run keeps
-        every finished piece.
+        built from its qualified name, the source code (deepscope's and its module's) and the
+        item's JSON form. Pieces found in the cache are loaded (a damaged one is recomputed);
+        the rest go to the executor and are cached as each one finishes, so an interrupted or
+        failing run keeps every finished piece. Members that diverged inside a piece
+        (:class:`~deepscope.errors.DivergenceWarning`) are listed in ``self.diverged``,
+        whichever executor ran the piece, and also when the piece comes from the cache.
 
         Raises:
             PieceError: a piece raised — after all other pieces have finished and been cached.
-
-        Members that diverged inside a piece (:class:`~deepscope.errors.DivergenceWarning`)
-        are listed in ``self.diverged``, whichever executor ran the piece.
         """
         items = list(items)
         out: list[Piece | None] = [None] * len(items)

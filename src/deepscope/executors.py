@@ -48,9 +48,10 @@ def _timed(fn: Callable, item: Any) -> tuple[Any, float]:
         piece = dict(fn(item))
     seconds = time.perf_counter() - start
     diverged = [str(w.message) for w in caught if issubclass(w.category, DivergenceWarning)]
-    for w in caught:  # everything else is shown as usual
-        if not issubclass(w.category, DivergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    others = {(str(w.message), w.category, w.filename, w.lineno): w for w in caught
+              if not issubclass(w.category, DivergenceWarning)}
+    for w in others.values():  # everything else is shown as usual, once per place and text
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if diverged:
         piece[DIVERGED] = np.asarray(diverged, dtype=str)
     return piece, seconds
