@@ -9,7 +9,7 @@ from deepscope.executors import make_executor
 
 @pytest.mark.parametrize(("address", "expected"), [
     ("", "--address is empty"),
-    ("foo", "cannot start or reach Ray at foo"),
+    ("foo", "--address foo is not HOST:PORT"),
     ("ray://127.0.0.1:1", "pip install 'ray\\[client\\]'"),
 ])
 def test_bad_ray_addresses_are_one_line_errors(address, expected):

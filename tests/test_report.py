@@ -25,7 +25,7 @@ def test_report_inlines_figures_and_survives_a_stale_result(tmp_path):
 
 
 def test_a_failed_study_is_listed_with_its_reason(tmp_path):
-    from deepscope.report import record_failure
+    from deepscope.store import record_failure
 
     record_failure(tmp_path, "min-ratio", RuntimeError("out of <memory>"), "default")
     page = write_report(tmp_path).read_text()

@@ -19,6 +19,7 @@ import pytest
 from deepscope import STUDIES
 from deepscope.report import write_report
 from deepscope.runner import run_study
+from deepscope.store import config_hash, save_arrays
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
@@ -82,6 +83,11 @@ def test_html_in_a_stored_config_is_escaped(tmp_path):
     stored = json.loads(cfg_path.read_text())
     stored["config"]["activation"] = evil
     cfg_path.write_text(json.dumps(stored))
+    # The store binds a config and a result to their run directory (RUN_ID is the config's
+    # hash): move them where this config belongs.
+    moved = run.path.parent / config_hash("fit-function", stored["config"])
+    run.path.rename(moved)
+    save_arrays(moved / "result.npz", run.result)
     page = write_report(tmp_path).read_text()
     assert evil not in page and "<script>" not in page
     assert html.escape(evil) in page

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from deepscope.context import Context
-from deepscope.errors import UsageError
+from deepscope.errors import DamagedError, UsageError
+from deepscope.runner import run_study
 from deepscope.store import (
     config_hash,
     exclusive,
@@ -78,16 +79,22 @@ def test_stored_files_follow_the_umask(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
-def test_damaged_run_files_are_usage_errors(tmp_path):
-    run = tmp_path / "s" / "abc"
-    run.mkdir(parents=True)
-    save_arrays(run / "result.npz", {"a": np.ones(2)})
-    (run / "meta.json").write_text("{}")
-    for config in (b"\xff\xfe not utf-8", b"{}", b"[1, 2]", b'{"study": "s"}'):
-        (run / "config.json").write_bytes(config)
-        with pytest.raises(UsageError, match="not a complete run"):
-            load_run(run)
+def test_damaged_run_files_are_skipped_with_a_reason(tmp_path, capsys):
+    run = run_study("fit-function", scale="quick", out=tmp_path, progress=False,
+                    overrides={"epochs": 3, "depths": (1,), "functions": ("square",)})
+    good = (run.path / "config.json").read_bytes()
+    for config, reason in ((b"\xff\xfe not utf-8", "not UTF-8 JSON"),
+                           (b"{}", "lacks or mistypes 'study', 'config'"),
+                           (b"[1, 2]", "holds a JSON list"),
+                           (b'{"study": "s"}', "lacks or mistypes 'config'"),
+                           (b'{"study": "fit-function", "config": {}}', "belongs to another")):
+        (run.path / "config.json").write_bytes(config)
+        with pytest.raises(DamagedError, match=reason):
+            load_run(run.path)
         assert latest_runs(tmp_path) == {}  # skipped, not a crash
+        assert reason in capsys.readouterr().err
+    (run.path / "config.json").write_bytes(good)
+    assert load_run(run.path).config == run.config
 
 
 def test_lock_is_not_reentered_by_its_own_process(tmp_path):

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import ConfigError, PieceError, UsageError
+from .errors import ConfigError, DeepscopeError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None,
                      help="Ray cluster to use: auto, or HEAD:6379 from a node of the cluster "
                      "(default: start a private local Ray)")
+    run.add_argument("--ray-timeout", type=float, default=None, metavar="SECONDS",
+                     help="how long to wait for the Ray cluster at --address to answer "
+                     "(default 30)")
     run.add_argument("--data-dir", default=None,
                      help="directory of MNIST IDX files (else $DEEPSCOPE_DATA, else shipped)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -95,23 +98,25 @@ def _cmd_show(name: str) -> int:
     return EXIT_OK
 
 
-def _check_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create results directory {out}: {e.strerror}; "
-                         "choose another with --out") from e
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"results directory {out} is not writable; choose another with --out")
+def _check_out(out: str) -> Path:
+    """The results directory ``--out``, created and writable, or a one-line UsageError."""
+    from .store import results_root, safe_dir
+
+    root = results_root(out)
+    safe_dir(root)
+    if not os.access(root, os.W_OK):
+        raise UsageError(f"results directory {root} is not writable; choose another with --out")
+    return root
 
 
 def _cmd_run(args) -> int:
     import torch
 
     from .executors import make_executor
-    from .report import record_failure, write_report
-    from .runner import get_study, resolve_device, run_study
-    from .studies import STUDIES, make_config
+    from .report import write_report
+    from .runner import get_study, plan_study, resolve_device, run_study
+    from .store import record_failure
+    from .studies import STUDIES
 
     names = list(STUDIES) if args.study == "all" else [get_study(args.study).name]
     sets = _parse_sets(args.sets)
@@ -121,41 +126,36 @@ def _cmd_run(args) -> int:
             raise UsageError(f"--threads must be between 1 and {most} (4 × this machine's "
                              f"{os.cpu_count()} cores), got {args.threads}")
         torch.set_num_threads(args.threads)
-    resolve_device(args.device)
-    if args.data_dir is not None:
-        if not Path(args.data_dir).is_dir():
-            raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
-        from .data import load
-
-        load("mnist", data_dir=args.data_dir, subset=10, test_subset=10)  # names what is wrong
+    device = resolve_device(args.device)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
     # With 'all', a key applies to the studies that have it; it must exist in at least one.
     per_study = {}
     for name in names:
-        study = STUDIES[name]
-        fields = study.Config.__dataclass_fields__
-        mine = {k: v for k, v in sets.items() if k in fields or len(names) == 1}
-        per_study[name] = mine
-        make_config(study, args.scale, mine)  # validate everything before any work starts
+        fields = STUDIES[name].Config.__dataclass_fields__
+        per_study[name] = {k: v for k, v in sets.items() if k in fields or len(names) == 1}
     for key in sets:
         if not any(key in d for d in per_study.values()):
             raise ConfigError(f"no study has config key {key!r} (see `deepscope show STUDY`)")
-    out = Path(args.out)
-    _check_out(out)
-    executor = make_executor(args.executor, args.workers, address=args.address,
-                             device=resolve_device(args.device))
+    # Every study is checked — config and the data it reads — before the first one runs.
+    plans = [plan_study(name, args.scale, per_study[name], args.data_dir) for name in names]
+    out = _check_out(args.out)
+    executor = make_executor(args.executor, args.workers, address=args.address, device=device,
+                             **({} if args.ray_timeout is None else
+                                {"timeout": args.ray_timeout}))
 
     failed, summary = [], []
     try:
-        for name in names:
+        for plan in plans:
+            name = plan.study.name
             t0 = time.perf_counter()
             try:
-                run = run_study(name, args.scale, out, per_study[name], device=args.device,
-                                data_dir=args.data_dir, executor=executor,
+                run = run_study(plan, out=out, device=device, executor=executor,
                                 progress=False if args.no_progress else None)
             except UsageError:
                 raise
             except Exception as e:  # one study failing must not stop the others
-                if not isinstance(e, PieceError):  # a PieceError's message says it all
+                if not isinstance(e, DeepscopeError):  # ours say all there is in one line
                     traceback.print_exc()
                 print(f"deepscope: {name} failed: {e}", file=sys.stderr)
                 record_failure(out, name, e, args.scale)
@@ -189,8 +189,7 @@ def _headline(findings: list[str], width: int = 100) -> str:
 def _cmd_report(args) -> int:
     from .report import write_report
 
-    _check_out(Path(args.out))
-    print(write_report(Path(args.out)))
+    print(write_report(_check_out(args.out)))
     return EXIT_OK
 
 

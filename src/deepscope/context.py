@@ -28,9 +28,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as data_mod
-from .errors import PieceError, UsageError
+from .errors import DamagedError, PieceError
 from .executors import DIVERGED, Executor, LocalExecutor
-from .store import load_arrays, save_arrays
+from .store import discard, load_arrays, save_arrays
 
 Piece = dict[str, np.ndarray]
 
@@ -50,6 +50,11 @@ def _source_hash(module: str) -> str:
     return h.hexdigest()
 
 
+def code_hash() -> str:
+    """SHA-256 of deepscope's own source: what produced a stored result or figure."""
+    return _source_hash(__package__ or "deepscope")
+
+
 @dataclass
 class Context:
     """Where and how a study runs.
@@ -60,6 +65,9 @@ class Context:
         device: torch device for data, models and probes.
         cache_dir: where pieces are cached; ``None`` disables caching.
         data_dir: directory of IDX files (``--data-dir``), else the default search order.
+        data_identity: ``{data set: fingerprint of its contents}`` for the data this study
+            reads (set by the runner); part of every cache key, so pieces computed on one
+            copy of the data are never served for another.
         progress: show progress bars (``None``: when stderr is a terminal).
         executor: where ``map`` runs pieces (:mod:`deepscope.executors`; default in-process).
     """
@@ -69,6 +77,7 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     cache_dir: Path | None = None
     data_dir: Path | None = None
+    data_identity: Mapping[str, str] = field(default_factory=dict)
     progress: bool | None = None
     executor: Executor = field(default_factory=LocalExecutor)
     piece_seconds: list[float] = field(default_factory=list)
@@ -88,12 +97,12 @@ class Context:
 
     def _key(self, fn: Callable, item: Any) -> str:
         """Hash of everything a piece's result depends on: study, config, the function, the
-        source code (a fixed bug is never served from the cache), the item, the data
-        directory and the device."""
+        source code (a fixed bug is never served from the cache), the item, the contents of
+        the data it reads (not the path it was named by) and the device."""
         text = json.dumps(
             {"study": self.study, "config": dict(self.config),
              "fn": f"{fn.__module__}.{fn.__qualname__}", "code": _source_hash(fn.__module__),
-             "item": item, "data_dir": str(self.data_dir), "device": str(self.device)},
+             "item": item, "data": dict(self.data_identity), "device": str(self.device)},
             sort_keys=True, default=repr,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -117,12 +126,16 @@ class Context:
         paths = [self.cache_dir / f"{self._key(fn, item)}.npz" if self.cache_dir else None
                  for item in items]
         for i, path in enumerate(paths):
-            if path is not None and path.exists():
-                try:
-                    out[i] = load_arrays(path)
-                    self.pieces_cached += 1
-                except UsageError:  # a damaged cache file is recomputed, never trusted
-                    path.unlink(missing_ok=True)
+            if path is None:
+                continue
+            try:
+                out[i] = load_arrays(path)
+                self.pieces_cached += 1
+            except FileNotFoundError:
+                pass
+            except DamagedError:  # recomputed, never trusted
+                discard(path, "not a sound cache piece (damaged, moved or not written by "
+                        "deepscope); it is recomputed")
         todo = [i for i, piece in enumerate(out) if piece is None]
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc or self.study,
                    unit="piece", leave=False,
@@ -138,7 +151,7 @@ class Context:
                 piece = {k: np.asarray(v) for k, v in outcome.items()}
                 self.piece_seconds.append(seconds)
                 if paths[i] is not None:
-                    save_arrays(paths[i], piece)
+                    save_arrays(paths[i], piece, root=self.cache_dir)
                 out[i] = piece
         for item, piece in zip(items, out):  # divergence stays recorded in cached pieces too
             if piece is not None and DIVERGED in piece:

@@ -25,6 +25,18 @@ class DataError(UsageError):
     """A data set that cannot be found, read or verified."""
 
 
+class StoreError(UsageError):
+    """The results directory cannot be written as asked: a symbolic link where deepscope would
+    write (it never writes through one), a full disk, no permission. Files already stored are
+    left whole (every write is atomic)."""
+
+
+class DamagedError(UsageError):
+    """A file in the results directory that deepscope did not write as it is: damaged,
+    truncated, of the wrong shape, a directory or link where a file belongs. A run recomputes
+    it; the report skips it; both say so in one line."""
+
+
 class DivergenceWarning(RuntimeWarning):
     """A member of an ensemble whose loss became NaN or infinite; it stops, the others go on.
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +35,7 @@ import torch
 from .errors import DivergenceWarning, UsageError
 
 EXECUTORS = ("local", "process", "ray")
+RAY_TIMEOUT = 30.0  # seconds to reach a Ray cluster's head before giving up (--ray-timeout)
 Outcome = tuple[int, Any, float]  # (item index, piece dict or exception, seconds)
 
 
@@ -90,10 +93,27 @@ def full_precision() -> None:
     torch.backends.cudnn.allow_tf32 = False
 
 
-def _init_worker(threads: int) -> None:
+def _exit_with(parent: int, every: float = 0.5) -> None:
+    """Exit this worker as soon as its parent process is gone.
+
+    A pool's workers otherwise outlive a main process that was killed (SIGKILL, SIGTERM, out
+    of memory): blocked on their task queue, whose pipe they hold open themselves, they
+    would wait forever, with ~350 MB each. When the parent dies the worker is handed to
+    another process, so its parent pid changes; a daemon thread watches for that.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="deepscope-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the main process alone decides
     # what happens (it terminates the pool), so workers do not each print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with(parent)
     torch.set_num_threads(threads)
 
 
@@ -140,7 +160,8 @@ class ProcessExecutor:
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads,))
+                                   initializer=_init_worker,
+                                   initargs=(self.threads, os.getpid()))
 
     def run(self, fn: Callable, items: Sequence[Any]) -> Iterator[Outcome]:
         payload = _dumps(fn)
@@ -218,7 +239,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, workers: int | None = None, threads: int | None = None,
-                 address: str | None = None, device: torch.device | None = None):
+                 address: str | None = None, device: torch.device | None = None,
+                 timeout: float = RAY_TIMEOUT):
         try:
             import ray
         except ImportError:
@@ -235,15 +257,17 @@ class RayExecutor:
                              "HEAD:6379, or leave it out for a local Ray")
         address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
+            hint = (" (a ray:// address needs the client: pip install 'ray[client]')"
+                    if str(address).startswith("ray://") else "")
+            if address is not None:
+                _check_reachable(address, timeout, hint)
             kwargs: dict[str, Any] = {"address": address, "include_dashboard": False,
-                                      "log_to_driver": False}
+                                      "log_to_driver": False, "logging_level": "ERROR"}
             if address is None:  # a private local instance sized to the request
                 kwargs["num_cpus"] = workers or os.cpu_count() or 1
             try:
                 ray.init(**kwargs)
             except Exception as e:  # Ray raises ConnectionError, ValueError, RuntimeError ...
-                hint = (" (a ray:// address needs the client: pip install 'ray[client]')"
-                        if str(address).startswith("ray://") else "")
                 raise UsageError(f"cannot start or reach Ray at {address or 'a local instance'}"
                                  f": {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                                  f"{hint}; check --address (auto, or HEAD:6379 from a node of "
@@ -287,6 +311,37 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+def _check_reachable(address: str, timeout: float, hint: str = "") -> None:
+    """Fail in one line, within ``timeout`` seconds, unless ``address``'s head node answers.
+
+    Ray itself retries an unreachable head for many minutes, printing log lines as it goes;
+    a plain TCP connection first turns a typo or a stopped cluster into one clear error.
+    ``auto`` is resolved the way Ray resolves it (the newest cluster started on this node).
+    """
+    target = address.removeprefix("ray://")
+    if address == "auto":
+        try:  # Ray's own lookup; a private function, so any failure leaves the check to Ray
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto") or ""
+        except Exception:
+            return
+        if not target:
+            return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address} is not HOST:PORT; give auto, HEAD:6379 from a "
+                         f"node of the cluster, or ray://HEAD:10001{hint}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise UsageError(f"cannot start or reach Ray at {address}: {why} within {timeout:g} s"
+                         f"{hint}; check that the cluster is running and --address (auto, or "
+                         "HEAD:6379 from a node of the cluster), or raise --ray-timeout") from None
+
+
 def _ray_cause(e: Exception) -> BaseException:
     """The exception a piece raised inside a Ray task (Ray wraps it)."""
     cause = getattr(e, "cause", None)
@@ -297,9 +352,11 @@ Executor = LocalExecutor | ProcessExecutor | RayExecutor
 
 
 def make_executor(name: str = "local", workers: int | None = None, threads: int | None = None,
-                  address: str | None = None, device: torch.device | None = None) -> Executor:
+                  address: str | None = None, device: torch.device | None = None,
+                  timeout: float = RAY_TIMEOUT) -> Executor:
     """The executor ``name`` (``local`` | ``process`` | ``ray``), sized to ``workers`` and a
-    thread budget of ``threads`` (default: torch's current thread count)."""
+    thread budget of ``threads`` (default: torch's current thread count); a Ray cluster at
+    ``address`` must answer within ``timeout`` seconds."""
     cores = os.cpu_count() or 1
     if workers is not None:
         if workers < 1:
@@ -313,12 +370,14 @@ def make_executor(name: str = "local", workers: int | None = None, threads: int 
                                                        if name == "ray" else ""))
     if address is not None and name != "ray":
         raise UsageError("--address is for --executor ray; add --executor ray or drop it")
+    if not timeout > 0:
+        raise UsageError(f"--ray-timeout must be a positive number of seconds, got {timeout}")
     if name == "local":
         return LocalExecutor(threads)
     if name == "process":
         return ProcessExecutor(workers, threads)
     if name == "ray":
-        return RayExecutor(workers, threads, address, device)
+        return RayExecutor(workers, threads, address, device, timeout)
     from .studies.base import suggest
 
     raise UsageError(f"unknown executor {name!r}; {suggest(name, list(EXECUTORS))}")

@@ -50,8 +50,36 @@ def label_batch_sizes(ax, sizes: np.ndarray) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+NO_DATA = "no finite values\n(every run diverged, or nothing was measured)"
+
+
+def mark_missing(fig: Figure) -> None:
+    """Make ``fig`` drawable whatever its data: a log axis with no positive finite value
+    becomes linear, and axes with no finite data at all say so in their middle.
+
+    Runs that diverged leave NaN or ±inf by design; a figure of them must still be stored
+    and shown (matplotlib refuses to place log ticks on nothing). Called by :func:`to_png`,
+    so every figure of every study gets it.
+    """
+    noted: set[tuple[float, ...]] = set()
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        lim = ax.dataLim
+        for i, axis in enumerate("xy"):
+            if getattr(ax, f"get_{axis}scale")() == "log" and not np.isfinite(lim.minpos[i]):
+                getattr(ax, f"set_{axis}scale")("linear")
+        empty = not np.all(np.isfinite(lim.get_points())) and not ax.images
+        where = tuple(np.round(ax.get_position().bounds, 3))
+        if empty and where not in noted:  # a twin axis shares its host's place: one note
+            noted.add(where)
+            ax.text(0.5, 0.5, NO_DATA, transform=ax.transAxes, ha="center", va="center",
+                    fontsize=9, color="#8a1c1c")
+
+
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
-    """Render ``fig`` to PNG bytes."""
+    """Render ``fig`` to PNG bytes (after :func:`mark_missing`)."""
+    mark_missing(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

@@ -1,7 +1,9 @@
 """One self-contained HTML page of every study.
 
 The report is rebuilt from the store alone: for each registered study it loads the latest
-stored run, re-plots its figures from ``result.npz`` (so changing a figure never retrains),
+stored run, re-plots its figures from ``result.npz`` (so changing a figure never retrains;
+the stored PNGs are used instead when they were drawn from this very result by this very
+code, since re-drawing would give the same bytes),
 recomputes its findings and its comparison with the literature, and inlines everything —
 figures as base64 PNG — into one file that needs no network to view and prints cleanly.
 Studies that were not run, whose last attempt failed, or whose stored result this version
@@ -14,20 +16,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .context import code_hash
 from .errors import UsageError
 from .plot import to_png
-from .store import StoredRun, atomic_write_bytes, atomic_write_json, latest_runs
+from .store import StoredRun, atomic_write_bytes, latest_failure, latest_runs, stored_figures
 from .studies import STUDIES, make_config
 from .studies.base import quiet_numpy
-
-FAILED = "failed.json"
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;
@@ -49,26 +49,6 @@ body{max-width:none}}
 """
 
 _e = html.escape
-
-
-def record_failure(root: Path, study: str, error: BaseException, scale: str) -> None:
-    """Store that the last attempt at ``study`` failed, and why (shown by the report)."""
-    atomic_write_json(Path(root) / study / FAILED, {
-        "error": f"{type(error).__name__}: {error}", "scale": scale,
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-
-
-def _failure(root: Path, study: str, run: StoredRun | None) -> dict[str, Any] | None:
-    """The stored failure of ``study`` if it is newer than its latest successful run."""
-    path = Path(root) / study / FAILED
-    if not path.exists():
-        return None
-    if run is not None and (run.path / "meta.json").stat().st_mtime > path.stat().st_mtime:
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"error": "failure record unreadable", "when": "?"}
 
 
 def _fmt(v: Any) -> str:
@@ -134,9 +114,10 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
     try:
         cfg = make_config(study, "default", run.config)
         with quiet_numpy():
-            figures = study.plot(run.result, cfg)
             findings = study.findings(run.result, cfg)
             literature = _literature(study, run.result, cfg)
+            pngs = stored_figures(run.path, code_hash(), run.result_sha256) or {
+                key: to_png(fig) for key, fig in study.plot(run.result, cfg).items()}
     except (UsageError, Exception) as err:  # e.g. a result stored by an older version
         parts.append(f'<p><span class="status fail">cannot be shown</span> The stored run in '
                      f"<code>{_e(str(run.path))}</code> cannot be re-plotted by this version "
@@ -149,8 +130,8 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
                    for k, v in run.config.items())
     parts.append(f"<details><summary>full configuration</summary><table>{full}</table>"
                  "</details>")
-    for key, fig in figures.items():
-        data = base64.b64encode(to_png(fig)).decode()
+    for key, png in pngs.items():
+        data = base64.b64encode(png).decode()
         parts.append(f'<img alt="{_e(name)}: {_e(key)}" src="data:image/png;base64,{data}">')
     items = "".join(f"<li>{_e(s)}</li>" for s in findings)
     parts.append(f"<h3>Findings</h3><ul>{items}</ul>{literature}")
@@ -183,7 +164,7 @@ def write_report(root: Path) -> Path:
     """Write ``root/report.html`` from the latest stored run of every study; return its path."""
     root = Path(root)
     runs = latest_runs(root) if root.exists() else {}
-    failures = {n: _failure(root, n, runs.get(n)) for n in STUDIES}
+    failures = {n: latest_failure(root, n, runs.get(n)) for n in STUDIES}
     toc = []
     for n in STUDIES:
         if failures[n]:
@@ -218,5 +199,5 @@ def write_report(root: Path) -> Path:
             f"<h1>deepscope report</h1>{header}<h2 id=\"contents\">Contents</h2><ol>"
             f"{''.join(toc)}</ol>{body}</body></html>")
     path = root / "report.html"
-    atomic_write_bytes(path, page.encode())
+    atomic_write_bytes(path, page.encode(), root)
     return path

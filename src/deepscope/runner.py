@@ -1,8 +1,11 @@
-"""Run a study end to end: config → ``run`` → store → figures → meta.
+"""Run a study end to end: plan → ``run`` → store → figures → meta.
 
-This is what ``deepscope run STUDY`` and ``deepscope.run(STUDY)`` do. The order of writes is
-chosen so that a directory holding ``meta.json`` always holds a complete run: config, result
-and figures are written (each atomically) before ``meta.json``.
+This is what ``deepscope run STUDY`` and ``deepscope.run(STUDY)`` do. :func:`plan_study`
+checks everything that can be wrong with the input — the study, scale, config and the data
+it will read — before any work starts; ``deepscope run all`` plans every study before it runs
+the first. The order of writes is chosen so that a directory holding ``meta.json`` always
+holds a complete run: config, result and figures are written (each atomically) before
+``meta.json``.
 """
 
 from __future__ import annotations
@@ -14,27 +17,35 @@ import platform
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .context import Context
-from .errors import ConfigError
+from .context import Context, code_hash
+from .data import identify
+from .data.mnist import resolve_data_dir
+from .errors import ConfigError, DataError
 from .executors import Executor, full_precision, make_executor
 from .plot import to_png
 from .store import (
-    DEFAULT_ROOT,
     StoredRun,
     atomic_write_bytes,
     atomic_write_json,
+    encode_arrays,
     exclusive,
     load_run,
+    remove_file,
     remove_stale_temporaries,
+    results_root,
     run_dir,
     run_lock,
-    save_arrays,
+    safe_dir,
+    sha256,
+    stored_figures,
+    write_figures,
 )
 from .studies import STUDIES, Study, make_config, suggest
 from .studies.base import quiet_numpy
@@ -77,8 +88,52 @@ def _git_hash() -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One study, checked and ready to run: nothing in it can fail as bad input any more.
+
+    ``data_dir`` is the data directory in effect (``--data-dir``, else ``DEEPSCOPE_DATA``),
+    resolved to an absolute path so workers and later runs read the same files;
+    ``data_identity`` fingerprints the contents of every data set the study reads, and is
+    part of every cache key.
+    """
+
+    study: Study
+    cfg: Any
+    scale: str
+    overrides: Mapping[str, Any]
+    data_dir: Path | None
+    data_identity: Mapping[str, str]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.cfg)
+
+
+def plan_study(name: str, scale: str = "default", overrides: Mapping[str, Any] | None = None,
+               data_dir: str | Path | None = None) -> Plan:
+    """Check study ``name`` at ``scale`` with ``overrides`` and the data it will read.
+
+    Raises:
+        ConfigError: unknown study, scale or key, or a bad value.
+        DataError: a data set the study needs is missing, unreadable or too small.
+    """
+    study = get_study(name)
+    cfg = make_config(study, scale, overrides)
+    folder, _ = resolve_data_dir(data_dir)
+    identity = {}
+    for need in study.data(cfg):
+        try:
+            identity[need.name] = identify(need.name, folder, train=need.train, test=need.test)
+        except DataError:
+            if not need.optional:
+                raise
+            identity[need.name] = "absent"
+    return Plan(study, cfg, scale, dict(overrides or {}), folder, identity)
+
+
 def run_study(
-    name: str,
+    name: str | Plan,
     scale: str = "default",
     out: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -89,59 +144,67 @@ def run_study(
     workers: int | None = None,
     address: str | None = None,
 ) -> StoredRun:
-    """Run study ``name`` and store it under ``out``; return the stored run.
+    """Run study ``name`` (or a checked :class:`Plan`) and store it under ``out``; return the
+    stored run.
 
     ``executor`` is ``local`` | ``process`` | ``ray`` (sized by ``workers`` and, for Ray,
     ``address``) or an executor made by :func:`deepscope.executors.make_executor`, which the
     caller then owns and closes — ``deepscope run all`` shares one pool between studies.
 
     Raises:
-        ConfigError: unknown study, scale or key, or a bad value (before any work starts).
+        UsageError: unknown study, scale or key, a bad value, missing data (before any work
+            starts), or a results directory that cannot be written.
     """
-    study = get_study(name)
-    cfg = make_config(study, scale, overrides)
-    cfg_dict = dataclasses.asdict(cfg)
-    root = Path(out) if out is not None else DEFAULT_ROOT
-    path = run_dir(root, name, cfg_dict)
+    plan = name if isinstance(name, Plan) else plan_study(name, scale, overrides, data_dir)
+    study, cfg_dict = plan.study, plan.config
+    root = results_root(out)
     dev = resolve_device(device)
+    cache = safe_dir(root, "cache")
+    path = run_dir(root, study.name, cfg_dict)
+    safe_dir(root, study.name)
     own = isinstance(executor, str)
     ex = make_executor(executor, workers, address=address, device=dev) if own else executor
-    ctx = Context(study=name, config=cfg_dict, device=dev, cache_dir=root / "cache",
-                  data_dir=Path(data_dir) if data_dir is not None else None, progress=progress,
+    ctx = Context(study=study.name, config=cfg_dict, device=dev, cache_dir=cache,
+                  data_dir=plan.data_dir, data_identity=plan.data_identity, progress=progress,
                   executor=ex)
     try:
         # One run of a (study, config) at a time per results directory: a second one waits,
         # then finds every piece in the cache.
-        with exclusive(run_lock(path), f"{name} into {root}"):
-            for d in (root / "cache", path):  # leftovers of writes killed long ago
+        with exclusive(run_lock(path), f"{study.name} into {root}"):
+            for d in (cache, path):  # leftovers of writes killed long ago
                 remove_stale_temporaries(d)
-            return _run_and_store(study, cfg, ctx, path, scale, overrides)
+            return _run_and_store(plan, ctx, root, path)
     finally:
         if own:
             ex.close()
 
 
-def _run_and_store(study: Study, cfg: Any, ctx: Context, path: Path, scale: str,
-                   overrides: Mapping[str, Any] | None) -> StoredRun:
-    name, cfg_dict, ex = study.name, ctx.config, ctx.executor
+def _run_and_store(plan: Plan, ctx: Context, root: Path, path: Path) -> StoredRun:
+    study, cfg, name = plan.study, plan.cfg, plan.study.name
+    cfg_dict, ex = ctx.config, ctx.executor
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     result = study.run(cfg, ctx)
     seconds = time.perf_counter() - t0
 
+    # Figures are drawn anew unless those stored here were drawn from exactly this result by
+    # this code (re-drawing would give the same bytes; it is most of a cached run's time).
+    blob = encode_arrays(result, path / "result.npz")
+    code, digest = code_hash(), sha256(blob)
+    pngs = stored_figures(path, code, digest)
     # meta.json goes first and comes back last: a directory holding one holds a whole run.
-    (path / "meta.json").unlink(missing_ok=True)
-    atomic_write_json(path / "config.json", {"study": name, "config": cfg_dict})
-    save_arrays(path / "result.npz", result)
+    remove_file(path / "meta.json")
+    atomic_write_json(path / "config.json", {"study": name, "config": cfg_dict}, root)
+    atomic_write_bytes(path / "result.npz", blob, root)
     with quiet_numpy():
-        figures = study.plot(result, cfg)
+        if pngs is None:
+            pngs = {key: to_png(fig) for key, fig in study.plot(result, cfg).items()}
+            write_figures(root, path, pngs, code, digest)
         findings = study.findings(result, cfg)
-    for key, fig in figures.items():
-        atomic_write_bytes(path / "figures" / f"{key}.png", to_png(fig))
     meta = {
         "study": name,
-        "scale": scale,
-        "overrides": {k: str(v) for k, v in (overrides or {}).items()},
+        "scale": plan.scale,
+        "overrides": {k: str(v) for k, v in plan.overrides.items()},
         "seconds": seconds,
         "seconds_per_piece": ctx.piece_seconds,
         "pieces_from_cache": ctx.pieces_cached,
@@ -155,11 +218,14 @@ def _run_and_store(study: Study, cfg: Any, ctx: Context, path: Path, scale: str,
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "cpus": os.cpu_count()},
         "git": _git_hash(),
+        "data": dict(plan.data_identity),
+        "code": code,
+        "result_sha256": digest,
         "findings": findings + [
             f"Diverged: {d}" for d in ctx.diverged],
         "diverged": ctx.diverged,
     }
-    atomic_write_json(path / "meta.json", meta)
+    atomic_write_json(path / "meta.json", meta, root)
     return load_run(path)
 
 

@@ -197,7 +197,28 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
                 name, "classification", NUM_CLASSES)
 
 
+def identify(name: str, data_dir: str | Path | None = None, *, train: int | None = None,
+             test: int | None = None, download: bool = True) -> str:
+    """The identity of the image set ``name`` as :func:`load` would read it: a SHA-256 of its
+    contents, whichever file, directory or variable it was found through.
+
+    Checks, before any work starts, that the set can be read and holds at least ``train``
+    training and ``test`` test samples (the subsets a study will draw).
+
+    Raises:
+        DataError: the set cannot be found or read, or it is too small (naming the fix).
+    """
+    arrays = load_arrays(name, data_dir, download=download)
+    for split, want, have, key in (("training", train, len(arrays.y_train), "subset"),
+                                   ("test", test, len(arrays.y_test), "test_subset")):
+        if want is not None and want > have:
+            raise DataError(f"{arrays.source} holds {have} {split} images of {name}, fewer "
+                            f"than {key}={want} needs. Fix: lower {key} (--set {key}=…) or "
+                            "point --data-dir at a complete copy")
+    return arrays.sha256
+
+
 from deepscope.data.labels import label_noise, random_labels  # noqa: E402
 
-__all__ = ["FUNCTIONS", "NAMES", "Data", "label_noise", "load", "random_labels",
+__all__ = ["FUNCTIONS", "NAMES", "Data", "identify", "label_noise", "load", "random_labels",
            "stratified_indices"]

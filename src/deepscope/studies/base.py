@@ -50,11 +50,26 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class DataNeed:
+    """A data set a study reads, and how many samples it draws from each split.
+
+    The runner checks every need before any work starts (a missing or too small data set is
+    exit 2, not a failure half-way through ``run all``) and keys the cache on the contents
+    of what it found. An ``optional`` set that is absent is skipped by the study, which says so.
+    """
+
+    name: str
+    train: int | None = None
+    test: int | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class Study:
     """A registered study: its name, config class, the functions and its scales.
 
     ``literature(result, cfg) -> Expectation`` compares the measurement with the published
-    expectation for the report.
+    expectation for the report; ``data(cfg) -> (DataNeed, ...)`` names the data sets read.
     """
 
     name: str
@@ -65,6 +80,7 @@ class Study:
     scales: Mapping[str, Mapping[str, Any]]
     question: str = ""
     literature: Callable[..., Expectation] | None = None
+    data: Callable[[Any], tuple[DataNeed, ...]] = lambda cfg: ()
 
     @property
     def summary(self) -> str:
@@ -214,4 +230,6 @@ def quiet_numpy() -> Iterator[None]:
     """
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        # matplotlib's note on a log axis of nothing positive: plot.mark_missing handles it
+        warnings.filterwarnings("ignore", "Data has no positive values", UserWarning)
         yield

@@ -31,7 +31,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.landscape import pca_plane, random_plane, surface
 from ..train import train
-from .base import Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,20 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
 
 
 def _contour(ax, a, b, loss, fig, label):
-    loss = np.maximum(loss, 1e-12)
-    levels = np.geomspace(loss.min(), loss.max(), 16)
+    """Filled contours of ``loss`` (shape (len(a), len(b))) on log-spaced levels. Grid points
+    where the loss is not finite are left blank; a constant surface (every unit dead) is
+    drawn as one colour and said so, since contour levels need a range."""
+    finite = np.isfinite(loss)
+    if not finite.any():
+        return  # plot.mark_missing writes "no finite values" on the empty axes
+    loss = np.where(finite, np.maximum(loss, 1e-12), np.nan)
+    lo, hi = np.nanmin(loss), np.nanmax(loss)
+    if not hi > lo * (1 + 1e-9):
+        ax.pcolormesh(a, b, loss.T, cmap="viridis", shading="nearest")
+        ax.text(0.5, 0.04, f"constant surface: {label} = {lo:.4g} at every grid point",
+                transform=ax.transAxes, ha="center", fontsize=8, color="white")
+        return
+    levels = np.geomspace(lo, hi, 16)
     cs = ax.contourf(a, b, loss.T, levels=levels, norm=LogNorm(), cmap="viridis")
     ax.contour(a, b, loss.T, levels=levels, colors="white", linewidths=0.3, alpha=0.6)
     fig.colorbar(cs, ax=ax, label=f"{label} (log scale)", format="%.2g")
@@ -162,4 +174,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(rl.min() >= rl[c, c] - 1e-9))
 
 study = Study("error-surface", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, 1000),))

@@ -32,7 +32,7 @@ from ..data.mnist import IMAGE_SETS
 from ..errors import DataError
 from ..models import cnn, cnn_channels, count_params
 from ..train import train
-from .base import Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -194,5 +194,11 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     deep = max((acc[i] for i, d in enumerate(depths) if d > 1), key=lambda a: a.mean())
     return Expectation(claim, ref, crit, bool(deep.min() > shallow.max()))
 
+def data(cfg: Config) -> tuple[DataNeed, ...]:
+    """MNIST is the task; the other sets are skipped (and said so) when absent."""
+    return tuple(DataNeed(d, cfg.subset, cfg.test_subset, optional=d != "mnist")
+                 for d in cfg.datasets)
+
+
 study = Study("fit-mnist", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature, data=data)

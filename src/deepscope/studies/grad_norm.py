@@ -26,7 +26,7 @@ from ..context import Context
 from ..data.functions import FUNCTIONS
 from ..models import count_params, mlp
 from ..train import train
-from .base import Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -149,4 +149,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(fell >= 3 and g_ratio < 3))
 
 study = Study("grad-norm", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, 1000),))

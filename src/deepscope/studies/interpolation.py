@@ -28,7 +28,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.landscape import interpolate
 from ..train import train
-from .base import Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -160,4 +160,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(s2 > 1.1 * s1) if cfg.large_batch > cfg.small_batch else None)
 
 study = Study("interpolation", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, cfg.test_subset),))

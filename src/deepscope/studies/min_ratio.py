@@ -137,7 +137,8 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     fig, axes = P.figure(1, 1, width=6.4, height=4.4)
     ax = axes[0][0]
     color = np.log10(np.maximum(result["grad_norm"], 1e-300))
-    vmin, vmax = float(color.min()), float(color.max())
+    finite = color[np.isfinite(color)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     loss = np.maximum(result["loss"], 1e-300)
     sc = None
     for mask, marker, label in ((conv, "o", f"critical (‖∇L‖ < {cfg.grad_tol:g})"),
@@ -159,7 +160,8 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     order = np.argsort(result["loss"])
     picks = [order[0], order[len(order) // 2], order[-1]] if len(order) >= 3 else order
     lam_all = result["eigenvalues"][picks]
-    lim = float(np.abs(lam_all).max())
+    lam_all = lam_all[np.isfinite(lam_all)]
+    lim = max(float(np.abs(lam_all).max()) if lam_all.size else 0.0, 1e-7)
     bins = np.concatenate([-np.logspace(np.log10(lim), -8, 25), [0],
                            np.logspace(-8, np.log10(lim), 25)])
     for i, r in enumerate(picks):

@@ -28,7 +28,7 @@ from ..context import Context
 from ..data.labels import label_noise
 from ..models import count_params, mlp
 from ..train import train
-from .base import Expectation, Study, field, require, spearman
+from .base import DataNeed, Expectation, Study, field, require, spearman
 
 
 @dataclass(frozen=True)
@@ -146,4 +146,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(rho < -0.8 and best >= len(p) - 3))
 
 study = Study("params-vs-generalization", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, cfg.test_subset),))

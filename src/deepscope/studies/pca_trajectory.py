@@ -27,7 +27,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.trajectory import layer_slice, pca
 from ..train import train
-from .base import Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -154,4 +154,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(result["model.spread"][1] > result["model.spread"][0]))
 
 study = Study("pca-trajectory", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, 1000),))

@@ -27,7 +27,7 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         lines.append(f"{lab} labels: {when}; final train accuracy {fin_tr.mean():.1f} %, test "
                      f"accuracy {fin_te.mean():.1f} ± {fin_te.std():.1f} % (chance 10 %).")
     n = result["true.train_acc"].shape[0]
-    if hits["true"] == n:
+    if hits["true"] == n and reach["true"] > 0:
         bound = "" if hits["random"] == n else "at least "
         lines.append(f"Slowdown of random vs true labels: {bound}"
                      f"{reach['random'] / reach['true']:.1f}× the epochs to {level} (Zhang et al."
@@ -145,4 +145,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(fitted and slow and chance))
 
 study = Study("random-labels", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, cfg.test_subset),))

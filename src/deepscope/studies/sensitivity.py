@@ -27,7 +27,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.sensitivity import OUTPUTS, sensitivity
 from ..train import train
-from .base import Expectation, Study, field, require, spearman
+from .base import DataNeed, Expectation, Study, field, require, spearman
 
 
 @dataclass(frozen=True)
@@ -152,4 +152,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(spearman(b, result["sens_test"].mean(1)) > 0) if len(b) >= 3 else None)
 
 study = Study("sensitivity", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, cfg.test_subset),))

@@ -25,7 +25,7 @@ from .. import plot as P
 from ..context import Context
 from ..probes.hessian import hessian_eigenvalues, hessian_trace
 from ..probes.sharpness import sharpness
-from .base import Expectation, Study, field, require, spearman
+from .base import DataNeed, Expectation, Study, field, require, spearman
 from .sensitivity import SCALES as SENS_SCALES
 from .sensitivity import train_at_batch
 
@@ -65,14 +65,23 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
     def at_batch(bs: int) -> dict[str, np.ndarray]:
         models, data, tr = train_at_batch(cfg, ctx, bs)
         batch = (data.x_train, data.y_train)
-        sharp = np.array([[sharpness(m, F.cross_entropy, batch, eps=e, steps=cfg.ascent_steps,
-                                     restarts=cfg.restarts, seed=s).value
-                           for e in cfg.eps] for s, m in enumerate(models)])  # (S, E)
-        top = np.array([float(hessian_eigenvalues(m, F.cross_entropy, batch, k=1, tol=1e-3,
-                                                  dtype=None).values[0]) for m in models])
-        trace = np.array([hessian_trace(m, F.cross_entropy, batch, samples=cfg.trace_samples,
-                                        dtype=None).estimate for m in models])
-        return {"sharpness": sharp, "top_eig": top, "trace": trace,
+
+        def curvature(s: int, m) -> tuple[list[float], float, float]:
+            # A member whose training diverged (recorded by the trainer, so the run exits 1)
+            # has non-finite weights: its probes are skipped, their values NaN.
+            if tr.diverged_epoch[s] >= 0:
+                return [float("nan")] * len(cfg.eps), float("nan"), float("nan")
+            sharp = [sharpness(m, F.cross_entropy, batch, eps=e, steps=cfg.ascent_steps,
+                               restarts=cfg.restarts, seed=s).value for e in cfg.eps]
+            top = float(hessian_eigenvalues(m, F.cross_entropy, batch, k=1, tol=1e-3,
+                                            dtype=None).values[0])
+            trace = hessian_trace(m, F.cross_entropy, batch, samples=cfg.trace_samples,
+                                  dtype=None).estimate
+            return sharp, top, float(trace)
+
+        sharp, top, trace = zip(*(curvature(s, m) for s, m in enumerate(models)))
+        return {"sharpness": np.array(sharp), "top_eig": np.array(top),  # (S, E), (S,), (S,)
+                "trace": np.array(trace),
                 "train_loss": tr.train_loss[:, -1], "test_loss": tr.test_loss[:, -1],
                 "test_acc": tr.test_acc[:, -1], "train_acc": tr.train_acc[:, -1]}
 
@@ -141,4 +150,5 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         bool(spearman(b, result["sharpness"][:, :, j].mean(1)) > 0) if len(b) >= 3 else None)
 
 study = Study("sharpness", Config, run, plot, findings, SCALES,
-              question=__doc__, literature=literature)
+              question=__doc__, literature=literature,
+              data=lambda cfg: (DataNeed("mnist", cfg.subset, cfg.test_subset),))
