@@ -11,14 +11,17 @@ here take the budget ``params=N`` and solve for the widths that hit it:
 
 ``mlp`` builds ``Flatten → [Linear → act] × depth → Linear``; ``cnn`` builds ``depth`` blocks of
 ``Conv3×3 → ReLU`` (the first three with 2×2 max-pooling), adaptive max-pooling to a
-3×3 grid and a linear classifier on the flattened features. Initialisation is PyTorch's
+3×3 grid and a linear classifier on the flattened features — or, for sequences
+(``input_shape=(C, L)``, e.g. MNIST-1D's (1, 40)), the same with kernel-3 1-D convolutions,
+pooling by 2 and an adaptive pool to at most 3 positions. Initialisation is PyTorch's
 default, drawn from a seeded private RNG so the global random state is never touched.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 import torch
@@ -47,26 +50,57 @@ def mlp_param_count(in_dim: int, out_dim: int, widths: list[int]) -> int:
 
 
 MAX_DEPTH = 1000  # hidden layers; beyond this the width search itself gets slow
-POOLED_SIDE = 3  # feature maps are max-pooled to at most 3×3 before the classifier
+POOLED_SIDE = 3  # feature maps are max-pooled to at most 3 (×3) before the classifier
+KERNEL = 3  # convolution kernel side
+POOLED_BLOCKS = 3  # blocks followed by a max-pool halving every spatial side
 
 
-def _cnn_spatial(depth: int, image_size: int) -> int:
-    """Side of the feature map the classifier sees: 2×2 pooling after each of the first three
-    blocks, then adaptive max-pooling to at most ``POOLED_SIDE``."""
-    side = image_size
-    for _ in range(min(depth, 3)):
-        side //= 2
-    return min(side, POOLED_SIDE)
+def cnn_input_shape(in_channels: int | None = None, image_size: int | None = None,
+                    input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The ``(C, L)`` or ``(C, H, W)`` input of a :func:`cnn`, from either description.
+
+    ``input_shape`` gives it whole: two entries for sequences (1-D convolutions), three for
+    images (2-D convolutions). Otherwise images are square: ``(in_channels, image_size,
+    image_size)``, by default ``(1, 28, 28)`` (MNIST).
+    """
+    if input_shape is None:
+        side = 28 if image_size is None else image_size
+        return (1 if in_channels is None else in_channels, side, side)
+    if in_channels is not None or image_size is not None:
+        raise ValueError("give input_shape=, or in_channels=/image_size=, not both")
+    try:  # operator.index takes Python and numpy integers (and torch.Size), never floats
+        shape = tuple(operator.index(s) for s in input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, L) for sequences or (C, H, W) for images, "
+                         f"positive integers, got {input_shape!r}")
+    return shape
+
+
+def _cnn_spatial(depth: int, spatial: Sequence[int]) -> tuple[int, ...]:
+    """Size of the feature map the classifier sees, per spatial axis: pooling by 2 after each
+    of the first three blocks, then adaptive max-pooling to at most ``POOLED_SIDE``."""
+    halvings = min(depth, POOLED_BLOCKS)
+    if min(spatial) < 2**halvings:
+        raise ValueError(f"an input of spatial size {tuple(spatial)} is too small for "
+                         f"{halvings} max-pooling(s) by 2; it needs at least {2**halvings} per "
+                         "axis. Fix: use fewer blocks or a larger input")
+    return tuple(min(s // 2**halvings, POOLED_SIDE) for s in spatial)
 
 
 def cnn_param_count(
-    channels: list[int], in_channels: int = 1, num_classes: int = 10, image_size: int = 28
+    channels: list[int], in_channels: int | None = None, num_classes: int = 10,
+    image_size: int | None = None, *, input_shape: Sequence[int] | None = None,
 ) -> int:
-    """Parameters of :func:`cnn` with per-block ``channels``: 3×3 convs plus a linear head."""
-    dims = [in_channels, *channels]
-    conv = sum((9 * a + 1) * b for a, b in pairwise(dims))
-    side = _cnn_spatial(len(channels), image_size)
-    return conv + (channels[-1] * side * side + 1) * num_classes
+    """Parameters of :func:`cnn` with per-block ``channels``: the convolutions (3×3 for
+    images, 3 for sequences, each with a bias) plus a linear head on the pooled features.
+    The input is described as for :func:`cnn` (default ``(1, 28, 28)``)."""
+    shape = cnn_input_shape(in_channels, image_size, input_shape)
+    taps = KERNEL ** (len(shape) - 1)
+    conv = sum((taps * a + 1) * b for a, b in pairwise([shape[0], *channels]))
+    features = channels[-1] * math.prod(_cnn_spatial(len(channels), shape[1:]))
+    return conv + (features + 1) * num_classes
 
 
 def _solve_widths(depth: int, budget: int, count: Callable[[list[int]], int]) -> list[int]:
@@ -110,11 +144,16 @@ def mlp_widths(in_dim: int, out_dim: int, depth: int, params: int) -> list[int]:
     return _solve_widths(depth, params, lambda ws: mlp_param_count(in_dim, out_dim, ws))
 
 
-def cnn_channels(depth: int, params: int, in_channels: int = 1, num_classes: int = 10,
-                 image_size: int = 28) -> list[int]:
-    """Channels per block of a depth-``depth`` CNN with ≈ ``params`` parameters."""
+def cnn_channels(depth: int, params: int, in_channels: int | None = None,
+                 num_classes: int = 10, image_size: int | None = None, *,
+                 input_shape: Sequence[int] | None = None) -> list[int]:
+    """Channels per block of a depth-``depth`` CNN with ≈ ``params`` parameters (input as
+    for :func:`cnn`, default ``(1, 28, 28)``)."""
+    shape = cnn_input_shape(in_channels, image_size, input_shape)
+    _cnn_spatial(depth, shape[1:])  # a clear error for inputs too small for this depth
     return _solve_widths(
-        depth, params, lambda cs: cnn_param_count(cs, in_channels, num_classes, image_size)
+        depth, params, lambda cs: cnn_param_count(cs, num_classes=num_classes,
+                                                  input_shape=shape)
     )
 
 
@@ -164,42 +203,54 @@ def cnn(
     params: int | None = None,
     *,
     channels: int | None = None,
-    in_channels: int = 1,
+    in_channels: int | None = None,
     num_classes: int = 10,
-    image_size: int = 28,
+    image_size: int | None = None,
+    input_shape: Sequence[int] | None = None,
     seed: int = 0,
 ) -> nn.Sequential:
-    """A convolutional classifier with ``depth`` 3×3 conv blocks for ``(N, C, H, W)`` images.
+    """A convolutional classifier with ``depth`` conv blocks, for images or sequences.
 
-    Each block is ``Conv2d(3×3, padding=1) → ReLU``, the first three with a 2×2 max-pool
-    (applied before the ReLU, which is the same function and cheaper); the maps are then
-    max-pooled to at most 3×3 and a linear layer maps the flattened features to
-    ``num_classes`` logits. Give ``params`` (channels solved to within 2 %) or a fixed
-    ``channels`` per block.
+    Images ``(N, C, H, W)`` (the default, ``(1, 28, 28)``; or ``in_channels``/``image_size``
+    for square images, or ``input_shape=(C, H, W)``): each block is ``Conv2d(3×3,
+    padding=1) → ReLU``, the first three with a 2×2 max-pool (applied before the ReLU, which
+    is the same function and cheaper); the maps are then max-pooled to at most 3×3 and a
+    linear layer maps the flattened features to ``num_classes`` logits.
+
+    Sequences ``(N, C, L)``, chosen by ``input_shape=(C, L)`` (MNIST-1D: ``(1, 40)``): the
+    same with ``Conv1d(3, padding=1)``, max-pools of 2 and an adaptive max-pool to at most 3
+    positions. Give ``params`` (channels solved to within 2 %) or a fixed ``channels`` per
+    block.
     """
     if (params is None) == (channels is None):
         raise ValueError("give exactly one of params= or channels=")
+    shape = cnn_input_shape(in_channels, image_size, input_shape)
+    pooled = _cnn_spatial(depth, shape[1:])
     chans = (
         [channels] * depth
         if channels is not None
-        else cnn_channels(depth, params, in_channels, num_classes, image_size)
+        else cnn_channels(depth, params, num_classes=num_classes, input_shape=shape)
     )
-    side = _cnn_spatial(depth, image_size)
+    conv, pool, adaptive = ((nn.Conv1d, nn.MaxPool1d, nn.AdaptiveMaxPool1d) if len(shape) == 2
+                            else (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d))
 
     def build() -> nn.Sequential:
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip([in_channels, *chans[:-1]], chans)):
-            layers.append(nn.Conv2d(a, b, 3, padding=1))
+        for i, (a, b) in enumerate(zip([shape[0], *chans[:-1]], chans)):
+            layers.append(conv(a, b, KERNEL, padding=KERNEL // 2))
             # Max-pooling before the ReLU computes the same function (ReLU is monotone, so
             # max∘ReLU = ReLU∘max) with the ReLU on a quarter of the activations: measured 1.2×
             # faster training steps for the 100-channel one-block net on CPU.
-            if i < 3:
-                layers.append(nn.MaxPool2d(2))
+            if i < POOLED_BLOCKS:
+                layers.append(pool(2))
             layers.append(nn.ReLU())
         # Pooling to a small fixed grid keeps the classifier from dominating the budget of a
         # shallow net (a 14×14 map would put 98 % of its parameters in the last layer).
-        layers += [nn.AdaptiveMaxPool2d(side), nn.Flatten(),
-                   nn.Linear(chans[-1] * side * side, num_classes)]
+        # One number when every axis agrees (square images, all sequences): the module
+        # prints as it always has.
+        size = pooled[0] if len(set(pooled)) == 1 else pooled
+        layers += [adaptive(size), nn.Flatten(),
+                   nn.Linear(chans[-1] * math.prod(pooled), num_classes)]
         return nn.Sequential(*layers)
 
     return _seeded(build, seed)

