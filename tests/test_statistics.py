@@ -54,3 +54,27 @@ def test_expectation_verdict_follows_agrees_and_rejects_contradictions():
         Expectation("c", "r", "k", True, verdict="disagrees")
     with pytest.raises(ValueError):
         Expectation("c", "r", "k", None, verdict="agrees")
+
+
+def _synthetic_min_ratio(negative, loss):
+    """A stored-result stand-in for min-ratio: every run converged, one τ per column."""
+    from deepscope.studies.min_ratio import Config
+
+    cfg = Config()
+    T = len(cfg.rel_tols)
+    negative = np.repeat(np.asarray(negative)[:, None], T, 1)
+    return {"converged": np.ones(len(loss), bool), "flat_share": np.zeros(len(loss)),
+            "positive": 10 - negative, "negative": negative, "loss": np.asarray(loss),
+            "rel_tols": np.asarray(cfg.rel_tols)}, cfg
+
+
+def test_min_ratio_verdict_is_inconclusive_without_a_relation_and_agrees_with_one():
+    from deepscope.studies.min_ratio import literature
+
+    rng = np.random.default_rng(0)
+    result, cfg = _synthetic_min_ratio(rng.integers(0, 5, 30), rng.uniform(0, 1, 30))
+    ex = literature(result, cfg)
+    assert ex.verdict == "inconclusive" and ex.agrees is None and "interval" in ex.measured
+    index = rng.integers(0, 5, 30)  # more negative eigenvalues at higher loss: as predicted
+    result, cfg = _synthetic_min_ratio(index, index + 0.1 * rng.uniform(0, 1, 30))
+    assert literature(result, cfg).verdict == "agrees"

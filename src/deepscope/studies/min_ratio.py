@@ -23,27 +23,39 @@ Method (STUDIES.md, ``min-ratio``), all runs of a group processed together:
    minimum when no eigenvalue lies below −τ; the minimal ratio is taken over the **non-null**
    eigenvalues, #(λ > τ) / #(|λ| > τ), so a minimum has ratio 1 at every τ.
 
-Why these choices (measured on 2 CPU threads shared with other work, float64):
+Why these choices (measured on 2 CPU cores shared with other work, float64, 1 thread):
 - **N ≫ P.** The old default (64 points, 141 parameters) made every Hessian singular: at its
-  critical points a median 81 % of the eigenvalues lay within ±τ (τ = 1e-6·max|λ|), capping the
-  ratio near 0.2, so it measured the Hessian's rank. Now N = 256 = 7.8 P with P = 33 (width 4).
-  Keeping P = 141 would need N ≳ 600 and a dense Hessian 10× dearer per Newton step.
-- **The ratio over non-null eigenvalues.** N ≫ P removes the structural null space but not the
-  sloppiness of these nets: with N = 7.8 P, 20 of 33 eigenvalues (median) still lie below
-  1e-6·max|λ| at the points the search reaches (with N = 1024 and P = 141, 77 of 141 at the
-  end of training), because the features of a 1-D input are nearly collinear. Dividing by P
-  would again count them; dividing by the resolved ones does not.
-- **The search.** From the end of training neither Adam on ‖∇L‖² (3000 steps) nor undamped
-  Newton-MR (60 steps) brought any of 20 runs below ‖∇L‖ = 1e-5: the remaining gradient lies
-  along eigenvalues ~1e-5 of both signs, where a Newton step is order 1 long and the quadratic
-  model fails. Saddle-free Newton crosses those flat regions (loss 2e-4 → 1e-7 in 100 steps)
-  and the damped Newton phase then converges: 43 of 50 runs reached 1e-6 (none without it).
-  ``grad_tol`` = 1e-6 is where most runs arrive; 1e-8 was reached by 1 of 50.
-- **Inputs standardised** to mean 0, variance 1: it lowers the number of eigenvalues within
-  1e-6·max|λ| at the end of training from 11 to 5 (of 33) and changes no function the net
-  can represent (the first layer absorbs the affine map).
-- tanh keeps L smooth (ReLU nets have Hessians that jump and exactly-zero eigenvalues from dead
-  units).
+  73 "critical" points a median 114 of 141 eigenvalues lay within ±τ (τ = 1e-6·max|λ|),
+  capping the ratio near 0.2 — it measured the Hessian's rank — and its minima/saddle split
+  went from 0/73 at τ = 1e-7·max|λ| to 73/0 at 1e-4 (its Spearman ρ(ratio, loss) from
+  +0.46 to −0.28). Now N = 256 = 7.8 P with P = 33 (width 4). Keeping P = 141 would need
+  N ≳ 600: 100 dense Hessians took 10 s at P = 141, N = 1024, against 0.34 s now, and the
+  search takes one per Newton step.
+- **The ratio over non-null eigenvalues.** N ≫ P removes the structural null space but not
+  the sloppiness of these nets: at the default's critical points a median 21 of 33
+  eigenvalues still lie within 1e-6·max|λ| (at the end of 3000 Adam epochs with N = 1024 and
+  P = 141: 77 of 141), because the features of a 1-D input are nearly collinear. Dividing by P
+  would again count them; dividing by the resolved ones does not, and a minimum has ratio 1.
+- **The search.** From the end of training (20 runs of width 4, N = 512) none of Adam on
+  ‖∇L‖² (3000 steps), Newton-MR (60 steps) or LM-damped Newton (150 steps) brought a run
+  below ‖∇L‖ = 1e-5: the remaining gradient lies along eigenvalues ~1e-7–1e-5 of both signs,
+  where the Newton step is 0.1–40 long and the quadratic model fails (L-BFGS lowered the
+  loss a further 40–1500× over 13 000–19 000 iterations without ‖∇L‖ falling below 3e-6).
+  Saddle-free Newton crosses those flat regions (median loss 2e-4 → 8e-8 in 90 steps); then
+  the damped Newton phase converges. In the default run 84 of 100 trained runs reach
+  ‖∇L‖ < 1e-6 (6 without the Newton phase, 0 at the end of training); ``grad_tol`` = 1e-6 is
+  where most runs arrive — 1e-8 was reached by 1 of 50 in a trial.
+- **Runs from initialisation.** Started there, Newton finds critical points of high loss
+  (21 of 50 converge, loss ≈ the targets' variance: constant fits); in a trial 60 and 150
+  Newton steps converged the same 19 of 50.
+- **Inputs standardised** to mean 0, variance 1: at the end of training it lowers the number
+  of eigenvalues within 1e-6·max|λ| from 11 to 5 (of 33, N = 512) and changes no function
+  the net can represent (the first layer absorbs the affine map).
+- **Cost**: 60 s for the default run vs 62 s for the old default, back to back on the same
+  busy machine (the Hessians of 33-parameter nets are cheap; the search's ladder of damping
+  values costs gradient evaluations, not Hessians).
+- tanh keeps L smooth (ReLU nets have Hessians that jump and exactly-zero eigenvalues from
+  dead units).
 """
 
 from __future__ import annotations
@@ -328,10 +340,15 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         rest = (f"stopped at a median ‖∇L‖ {np.median(gn[~conv]):.1e} ({flat.sum()} of them "
                 "gradient-flat: > 50 % of ‖∇L‖² along |λ| ≤ τ)" if (~conv).any() else
                 "are none")
-        lines.append(f"Converged runs took a median {np.median(ps[conv, 1]):.0f} descent and "
-                     f"{np.median(ps[conv, 2]):.0f} Newton steps and reached a median ‖∇L‖ "
-                     f"{np.median(gn[conv]):.1e} (best {gn[conv].min():.1e}); the "
-                     f"{(~conv).sum()} excluded runs {rest}.")
+        steps = []
+        if (conv & trained).any():
+            steps.append(f"trained runs {np.median(ps[conv & trained, 1]):.0f} descent + "
+                         f"{np.median(ps[conv & trained, 2]):.0f} Newton")
+        if (conv & init).any():
+            steps.append(f"runs from initialisation {np.median(ps[conv & init, 2]):.0f} Newton")
+        lines.append(f"Steps to convergence (medians): {'; '.join(steps)}. Converged runs "
+                     f"reached a median ‖∇L‖ {np.median(gn[conv]):.1e} (best "
+                     f"{gn[conv].min():.1e}); the {(~conv).sum()} excluded runs {rest}.")
     if not conv.any():
         return lines
     j0 = _main(result, cfg)
@@ -352,8 +369,16 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     stable_from = len(rel) - 1
     while stable_from > 0 and changes[stable_from - 1] == 0:
         stable_from -= 1
+    # The smallest eigenvalue relative to max|λ| says at which τ a point changes class.
+    which, name = ((conv & trained, "trained critical points") if (conv & trained).any()
+                   else (conv, "critical points"))
+    lam = result["eigenvalues"][which]
+    lowest = lam[:, 0] / np.abs(lam).max(1)
     lines.append(
         f"Minima/saddles among the {conv.sum()} critical points, by τ/max|λ|: {counts}. "
+        f"At the {which.sum()} {name} the smallest eigenvalue is a median "
+        f"{np.median(lowest):+.0e}·max|λ| (range {lowest.min():+.0e} to "
+        f"{lowest.max():+.0e}). "
         + ("The classification is the same at every τ." if not switched.any() else
            f"{switched.sum()} points change class across the range, so the classification is "
            "not stable in τ" + (f"; it is unchanged for τ ≥ {_fmt_tol(rel[stable_from])}·max|λ|."
@@ -391,11 +416,13 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         r_t = _ratio(result)[within, j0]
         rho_t, lo_t, hi_t = spearman_ci(r_t, result["loss"][within], seed=cfg.boot_seed,
                                         n_boot=cfg.n_boot)
+        var = float(result["target_var"])
+        init_loss = np.median(result["loss"][conv & init])
         lines.append(
             f"The two groups are far apart: critical points found from initialisation have a "
-            f"median loss {np.median(result['loss'][conv & init]):.2e} (the targets' variance "
-            f"is {float(result['target_var']):.2e}: little more than a constant fit), those "
-            f"from the end of training {np.median(result['loss'][within]):.2e}. Within the "
+            f"median loss {init_loss:.2e}, {100 * init_loss / var:.0f} % of the targets' "
+            f"variance {var:.2e} (the loss of the best constant), those from the end of "
+            f"training {np.median(result['loss'][within]):.2e}. Within the "
             "trained runs alone "
             + (f"ρ = {rho_t:+.2f} ({lo_t:+.2f} to {hi_t:+.2f})." if np.isfinite(lo_t) else
                f"the ratio is {r_t[0]:.2f} at every point, so the correlation above comes from "
