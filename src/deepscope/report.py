@@ -41,6 +41,7 @@ img{max-width:100%;height:auto;display:block;margin:1em auto}
 .status{font-size:.8em;padding:1px 6px;border-radius:4px;margin-left:.4em}
 .ok{background:#e3f4ea;color:#17633a}.fail{background:#fbe4e4;color:#8a1c1c}
 .none{background:#eee;color:#555}.agree{color:#17633a}.disagree{color:#8a1c1c}
+.inconclusive{color:#8a5a00}
 .note{color:#555;font-size:.88em}.question{font-style:italic}
 code{font-size:.88em;background:#f4f4f4;padding:0 3px}
 details{margin:.5em 0}
@@ -90,10 +91,14 @@ def _literature(study, result, cfg) -> str:
     if study.literature is None:
         return ""
     ex = study.literature(result, cfg)
-    verdict = {True: '<b class="agree">agrees</b>', False: '<b class="disagree">disagrees</b>',
-               None: "<b>not testable with this configuration</b>"}[ex.agrees]
+    verdict = {"agrees": '<b class="agree">agrees</b>',
+               "disagrees": '<b class="disagree">disagrees</b>',
+               "inconclusive": '<b class="inconclusive">is inconclusive</b> (its interval '
+                               "reaches both sides)",
+               "not testable": "<b>cannot be tested with this configuration</b>"}[ex.verdict]
+    measured = f" ({_e(ex.measured)})" if ex.measured else ""
     return (f"<p><b>What the literature expects:</b> {_e(ex.claim)} ({_e(ex.reference)}). "
-            f"<b>Criterion:</b> {_e(ex.criterion)} — our measurement {verdict}.</p>")
+            f"<b>Criterion:</b> {_e(ex.criterion)} — our measurement{measured} {verdict}.</p>")
 
 
 def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -> str:

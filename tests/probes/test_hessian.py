@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from planted import Planted, value
+from planted import Planted, planted_regression, value
 from torch import nn
 
 import deepscope as ds
@@ -14,6 +14,7 @@ from deepscope.params import get_theta, objective
 from deepscope.probes.critical import find_critical_point, gradient_flat_share
 from deepscope.probes.gradient import grad_norm
 from deepscope.probes.hessian import (
+    curvature_signature,
     ensemble_hessians,
     hessian,
     hessian_eigenvalues,
@@ -145,3 +146,63 @@ def test_gradient_flat_share():
     assert gradient_flat_share(H, g, 1e-8).item() == pytest.approx(1.0)
     assert gradient_flat_share(H, torch.tensor([[1.0, 0.0]], dtype=torch.float64),
                                1e-8).item() == pytest.approx(0.0)
+
+
+REL_TOLS = (1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+
+
+@pytest.mark.parametrize("planted", [[3.0, 1.0, 0.2, 0.05, 0.01],        # a minimum
+                                     [3.0, 1.0, -0.2, 0.05, -0.01],      # index 2
+                                     [-3.0, 1.0, 0.2, -0.05, 0.01, 0.5]])  # index 2, P = 6
+def test_planted_signature_with_more_samples_than_parameters_at_every_tau(planted):
+    """The MSE Hessian of a planted critical point (N = 40 > P) read by the study's route —
+    batched dense Hessian, eigvalsh, counts per τ — classifies it correctly at every τ."""
+    model, batch = planted_regression(planted)
+    assert grad_norm(model, F.mse_loss, batch) < 1e-14  # θ = 0 is a critical point
+    H = ensemble_hessians([model], F.mse_loss, batch)
+    lam = torch.linalg.eigvalsh(H)
+    np.testing.assert_allclose(lam[0].numpy(), sorted(planted), atol=1e-12)
+    sig = curvature_signature(lam.numpy(), REL_TOLS)
+    n_neg = sum(v < 0 for v in planted)
+    assert (sig.negative == n_neg).all() and (sig.null == 0).all()
+    assert (sig.positive == len(planted) - n_neg).all()
+    np.testing.assert_allclose(sig.ratio_resolved, 1 - n_neg / len(planted))
+    np.testing.assert_allclose(sig.tau[0], np.asarray(REL_TOLS) * max(map(abs, planted)))
+    mr = minimal_ratio(model, F.mse_loss, batch, rel_tol=1e-6)
+    assert mr.ratio_resolved[0] == pytest.approx(1 - n_neg / len(planted))
+
+
+def test_signature_counts_tiny_eigenvalues_as_null_only_above_their_size():
+    lam = np.array([[-1e-7, 1e-12, 0.5, 1.0]])
+    sig = curvature_signature(lam, (1e-13, 1e-9, 1e-6))
+    np.testing.assert_array_equal(sig.negative, [[1, 1, 0]])  # −1e-7 is null once τ > 1e-7
+    np.testing.assert_array_equal(sig.null, [[0, 1, 2]])
+    np.testing.assert_array_equal(sig.ratio_resolved, [[3 / 4, 2 / 3, 1.0]])
+
+
+@pytest.mark.parametrize("newton", ["lm", "pinv"])
+def test_newton_phase_converges_quadratically_to_a_planted_saddle(newton):
+    """From 1e-2 away, Newton on ∇L = 0 reaches the planted index-1 saddle at θ = 0."""
+    start = 1e-2 * torch.randn(5, generator=torch.Generator().manual_seed(2),
+                               dtype=torch.float64)
+    model, batch = planted_regression([2.0, 1.0, -0.5, 0.3, 0.1], theta0=start)
+    cp = find_critical_point(model, F.mse_loss, batch, tol=1e-12, max_steps=0,
+                             newton_steps=12, newton=newton)
+    assert cp.converged.all() and cp.grad_norm[0] < 1e-12
+    assert cp.phase_steps[0, 2] <= 8  # quadratic convergence: a handful of steps
+    assert cp.phase_grad_norm[0, 0] > 1e-3 and cp.phase_grad_norm[0, 3] < 1e-12
+    assert get_theta(model).abs().max() < 1e-10  # it is the planted point, written back
+
+
+def test_saddle_free_descent_leaves_the_saddle_for_a_minimum():
+    """From the same start, the descent phase goes down the negative direction instead, and
+    the Newton phase then finishes at a minimum (no negative eigenvalue)."""
+    start = 1e-2 * torch.randn(5, generator=torch.Generator().manual_seed(2),
+                               dtype=torch.float64)
+    model, batch = planted_regression([2.0, 1.0, -0.5, 0.3, 0.1], theta0=start)
+    loss0 = F.mse_loss(model(batch[0]), batch[1]).item()
+    cp = find_critical_point(model, F.mse_loss, batch, tol=1e-10, max_steps=0,
+                             descent_steps=40, newton_steps=20)
+    assert cp.converged.all() and cp.loss[0] < loss0
+    lam = torch.linalg.eigvalsh(hessian(model, F.mse_loss, batch))
+    assert lam[0] > 1e-6 * lam.abs().max()  # a minimum

@@ -17,6 +17,9 @@ H(θ) = ∇²_θ L(θ) is a P×P symmetric matrix. Three ways to touch it, cheap
 The **minimal ratio** of the optimisation study — the share of positive eigenvalues at a
 critical point — is read off the dense spectrum with an explicit tolerance τ: eigenvalues in
 [−τ, τ] are numerically zero and counted as not positive, and τ is returned with the answer.
+Two versions: over all P eigenvalues, #(λ > τ)/P, which a singular or sloppy Hessian pushes
+below 1 even at a minimum, and over the resolved ones, #(λ > τ)/#(|λ| > τ), which is 1 at
+every minimum. :func:`curvature_signature` gives the counts for a whole range of τ at once.
 """
 
 from __future__ import annotations
@@ -211,6 +214,8 @@ class MinimalRatio:
     Attributes:
         ratio: #(λ > τ) / P, eigenvalues within τ of zero counted as not positive.
         ratio_zero: #(λ > 0) / P, the same with τ = 0 (sensitive to rounding noise).
+        ratio_resolved: #(λ > τ) / #(|λ| > τ), the share of positive curvature among the
+            eigenvalues outside ±τ: 1 at any minimum, however many eigenvalues are near zero.
         negative: #(λ < −τ) / P, the share of descent directions (the index / P). A point is
             a minimum when it is 0 — with a singular Hessian (P > N, symmetries) the ratio
             stays below 1 even at a minimum, so minima are told apart by this, not by ratio 1.
@@ -220,6 +225,7 @@ class MinimalRatio:
 
     ratio: np.ndarray
     ratio_zero: np.ndarray
+    ratio_resolved: np.ndarray
     negative: np.ndarray
     eigenvalues: np.ndarray
     tau: np.ndarray
@@ -232,9 +238,50 @@ def ratio_from_eigenvalues(eigenvalues: np.ndarray | Tensor, *, tol: float | Non
     lam2 = lam.reshape(-1, lam.shape[-1])
     tau = (np.full(len(lam2), tol) if tol is not None
            else rel_tol * np.abs(lam2).max(axis=1))
-    ratio = (lam2 > tau[:, None]).mean(1)
-    return MinimalRatio(ratio=ratio, ratio_zero=(lam2 > 0).mean(1),
-                        negative=(lam2 < -tau[:, None]).mean(1), eigenvalues=lam2, tau=tau)
+    positive, negative = (lam2 > tau[:, None]).sum(1), (lam2 < -tau[:, None]).sum(1)
+    P = lam2.shape[1]
+    return MinimalRatio(ratio=positive / P, ratio_zero=(lam2 > 0).mean(1),
+                        ratio_resolved=positive / np.maximum(positive + negative, 1),
+                        negative=negative / P, eigenvalues=lam2, tau=tau)
+
+
+@dataclass
+class Signature:
+    """Eigenvalue counts of M spectra at T tolerances; every array is ``(M, T)``.
+
+    Attributes:
+        positive: #(λ > τ).
+        negative: #(λ < −τ) — the index; a point is a minimum at this τ when it is 0.
+        null: #(|λ| ≤ τ), numerically zero at this τ.
+        tau: τ = ``rel_tol · max|λ|`` of each spectrum.
+    """
+
+    positive: np.ndarray
+    negative: np.ndarray
+    null: np.ndarray
+    tau: np.ndarray
+
+    @property
+    def ratio_resolved(self) -> np.ndarray:
+        """#(λ > τ) / #(|λ| > τ): the minimal ratio over the non-null eigenvalues, ``(M, T)``."""
+        return self.positive / np.maximum(self.positive + self.negative, 1)
+
+
+def curvature_signature(eigenvalues: np.ndarray | Tensor,
+                        rel_tols: Sequence[float] | np.ndarray) -> Signature:
+    """Counts of positive, negative and near-zero eigenvalues of spectra ``(M, P)`` (or one
+    ``(P,)``) at each τ = ``rel_tol · max|λ|``, ``rel_tol`` in ``rel_tols`` ``(T,)``.
+
+    Sweeping τ shows whether a classification (minimum: no λ < −τ) depends on the choice of
+    τ; τ relative to max|λ| makes it independent of the loss's scale.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = lam.reshape(-1, lam.shape[-1])[:, None, :]  # (M, 1, P)
+    tau = np.asarray(rel_tols, dtype=np.float64)[None, :] * np.abs(lam).max(-1)  # (M, T)
+    positive = (lam > tau[..., None]).sum(-1)
+    negative = (lam < -tau[..., None]).sum(-1)
+    return Signature(positive=positive, negative=negative,
+                     null=lam.shape[-1] - positive - negative, tau=tau)
 
 
 def minimal_ratio(model: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batch, *,

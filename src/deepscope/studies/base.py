@@ -35,18 +35,36 @@ SIZE_LIMITS = {"subset": 60_000, "test_subset": 10_000}
 MAX_INT = 10_000_000  # no count in any study (epochs, widths, seeds, ...) comes near this
 
 
+VERDICTS = ("agrees", "disagrees", "inconclusive", "not testable")
+
+
 @dataclass(frozen=True)
 class Expectation:
     """What the literature expects, and whether the stored measurement agrees.
 
-    ``agrees`` is computed from the result by the stated ``criterion`` (``None`` when the
-    criterion cannot be evaluated for this configuration); it is never written by hand.
+    ``agrees`` is computed from the result by the stated ``criterion``; it is never written by
+    hand. ``None`` has two meanings that ``verdict`` tells apart: ``"not testable"`` (the
+    criterion cannot be evaluated for this configuration, the default) and ``"inconclusive"``
+    (it was evaluated, but the measurement's interval reaches both sides — see :func:`verdict`).
+    ``measured`` optionally states the statistic with its interval, for the report.
     """
 
     claim: str
     reference: str
     criterion: str
     agrees: bool | None
+    verdict: str = ""
+    measured: str = ""
+
+    def __post_init__(self) -> None:
+        implied = {True: "agrees", False: "disagrees", None: "not testable"}[self.agrees]
+        if not self.verdict:
+            object.__setattr__(self, "verdict", implied)
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if (self.agrees is not None and self.verdict != implied) or (
+                self.agrees is None and self.verdict in ("agrees", "disagrees")):
+            raise ValueError(f"verdict {self.verdict!r} contradicts agrees={self.agrees}")
 
 
 @dataclass(frozen=True)
@@ -206,13 +224,85 @@ def field(default: Any, doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"doc": doc})
 
 
+def ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 0..n−1 along the last axis, ties sharing their average rank: shape of ``a``."""
+    a = np.asarray(a, dtype=float)
+    order = np.argsort(a, axis=-1, kind="stable")
+    s = np.take_along_axis(a, order, axis=-1)
+    n = a.shape[-1]
+    idx = np.broadcast_to(np.arange(n), a.shape)
+    starts = np.ones(a.shape, dtype=bool)
+    starts[..., 1:] = s[..., 1:] != s[..., :-1]
+    ends = np.ones(a.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    # Every member of a run of equal values gets (first + last) / 2 of the run's positions.
+    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, idx, n), -1), axis=-1), -1)
+    out = np.empty(a.shape)
+    np.put_along_axis(out, order, (first + last) / 2, axis=-1)
+    return out
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching rows of ``a`` and ``b`` ``(..., n)``; NaN if constant."""
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
 def spearman(x, y) -> float:
-    """Spearman rank correlation of two 1-D sequences (NaN for fewer than 3 points)."""
+    """Spearman rank correlation of two 1-D sequences, ties at their average rank (NaN for
+    fewer than 3 points or a constant sequence)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3:
         return float("nan")
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(_pearson_rows(ranks(x), ranks(y)))
+
+
+def spearman_ci(x, y, *, seed: int = 0, n_boot: int = 2000,
+                level: float = 0.95) -> tuple[float, float, float]:
+    """Spearman ρ of paired samples with a percentile-bootstrap interval: ``(ρ, lo, hi)``.
+
+    The ``n`` pairs (x_i, y_i) are resampled with replacement ``n_boot`` times (a seeded
+    ``numpy`` generator, so the interval is reproducible), ρ is recomputed on each resample
+    and the interval is its central ``level`` quantile range. Resamples in which x or y is
+    constant have no ρ and are left out. All NaN for fewer than 3 pairs.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    if len(x) < 3:
+        return float("nan"), float("nan"), float("nan")
+    rho = spearman(x, y)
+    pick = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    boot = _pearson_rows(ranks(x[pick]), ranks(y[pick]))
+    boot = boot[np.isfinite(boot)]
+    if not len(boot):
+        return rho, float("nan"), float("nan")
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return rho, float(lo), float(hi)
+
+
+def verdict(lo: float, hi: float, expected_sign: int, threshold: float = 0.0) -> bool | None:
+    """Does an interval ``[lo, hi]`` for a statistic agree with the expected sign?
+
+    ``expected_sign`` is +1 (the literature expects the statistic above ``threshold``) or −1
+    (below it). True when the whole interval lies on the expected side, False when it lies
+    wholly on the other side, None ("inconclusive") when it straddles ``threshold`` or is
+    undefined (NaN).
+    """
+    if expected_sign not in (1, -1):
+        raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign!r}")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    lo_s, hi_s = sorted((expected_sign * (lo - threshold), expected_sign * (hi - threshold)))
+    if lo_s > 0:
+        return True
+    if hi_s < 0:
+        return False
+    return None
 
 
 def require(condition: bool, message: str) -> None:

@@ -1,0 +1,80 @@
+"""Bootstrap intervals, verdicts and the Expectation record shared by the studies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepscope.studies.base import Expectation, ranks, spearman, spearman_ci, verdict
+
+
+def test_ranks_average_ties_along_the_last_axis():
+    np.testing.assert_array_equal(ranks(np.array([3.0, 1.0, 3.0, 2.0])), [2.5, 0, 2.5, 1])
+    np.testing.assert_array_equal(ranks(np.array([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0]])),
+                                  [[1, 1, 1], [2, 0, 1]])
+
+
+def test_spearman_is_pearson_of_average_ranks():
+    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0])
+    y = np.array([2.0, 1.0, 4.0, 4.0, 9.0])
+    assert spearman(x, y) == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
+    assert spearman(x, -x**3) == pytest.approx(-1.0)
+
+
+def test_spearman_ci_brackets_a_strong_monotone_relation_and_is_seeded():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    y = -np.exp(x) + 0.1 * rng.normal(size=60)
+    rho, lo, hi = spearman_ci(x, y, seed=3, n_boot=500)
+    assert -1 <= lo <= rho <= hi < -0.8
+    assert spearman_ci(x, y, seed=3, n_boot=500) == (rho, lo, hi)
+    assert verdict(lo, hi, expected_sign=-1) is True
+    assert verdict(lo, hi, expected_sign=+1) is False
+
+
+def test_an_interval_that_straddles_zero_is_inconclusive():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=25), rng.normal(size=25)  # independent: ρ near 0
+    rho, lo, hi = spearman_ci(x, y, seed=0, n_boot=1000)
+    assert lo < 0 < hi and lo < rho < hi
+    assert verdict(lo, hi, expected_sign=-1) is None
+    assert verdict(lo, hi, expected_sign=+1) is None
+    assert verdict(-0.5, -0.2, -1, threshold=-0.1) is True
+    assert verdict(-0.5, 0.0, -1, threshold=-0.1) is None
+    assert verdict(float("nan"), 0.3, 1) is None
+    assert np.isnan(spearman_ci([1, 2], [2, 1])[0])
+
+
+def test_expectation_verdict_follows_agrees_and_rejects_contradictions():
+    assert Expectation("c", "r", "k", True).verdict == "agrees"
+    assert Expectation("c", "r", "k", False).verdict == "disagrees"
+    assert Expectation("c", "r", "k", None).verdict == "not testable"
+    assert Expectation("c", "r", "k", None, verdict="inconclusive").verdict == "inconclusive"
+    with pytest.raises(ValueError):
+        Expectation("c", "r", "k", True, verdict="disagrees")
+    with pytest.raises(ValueError):
+        Expectation("c", "r", "k", None, verdict="agrees")
+
+
+def _synthetic_min_ratio(negative, loss):
+    """A stored-result stand-in for min-ratio: every run converged, one τ per column."""
+    from deepscope.studies.min_ratio import Config
+
+    cfg = Config()
+    T = len(cfg.rel_tols)
+    negative = np.repeat(np.asarray(negative)[:, None], T, 1)
+    return {"converged": np.ones(len(loss), bool), "flat_share": np.zeros(len(loss)),
+            "positive": 10 - negative, "negative": negative, "loss": np.asarray(loss),
+            "rel_tols": np.asarray(cfg.rel_tols)}, cfg
+
+
+def test_min_ratio_verdict_is_inconclusive_without_a_relation_and_agrees_with_one():
+    from deepscope.studies.min_ratio import literature
+
+    rng = np.random.default_rng(0)
+    result, cfg = _synthetic_min_ratio(rng.integers(0, 5, 30), rng.uniform(0, 1, 30))
+    ex = literature(result, cfg)
+    assert ex.verdict == "inconclusive" and ex.agrees is None and "interval" in ex.measured
+    index = rng.integers(0, 5, 30)  # more negative eigenvalues at higher loss: as predicted
+    result, cfg = _synthetic_min_ratio(index, index + 0.1 * rng.uniform(0, 1, 30))
+    assert literature(result, cfg).verdict == "agrees"
