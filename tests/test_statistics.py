@@ -78,3 +78,23 @@ def test_min_ratio_verdict_is_inconclusive_without_a_relation_and_agrees_with_on
     index = rng.integers(0, 5, 30)  # more negative eigenvalues at higher loss: as predicted
     result, cfg = _synthetic_min_ratio(index, index + 0.1 * rng.uniform(0, 1, 30))
     assert literature(result, cfg).verdict == "agrees"
+
+
+def test_bootstrap_ci_of_a_difference_of_medians():
+    from deepscope.studies.base import bootstrap_ci
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.0, 1.0, 40), rng.normal(3.0, 1.0, 40)
+
+    def diff(x, y):
+        return np.median(x) - np.median(y)
+
+    value, lo, hi = bootstrap_ci(a, b, statistic=diff, seed=1, n_boot=400)
+    assert lo <= value <= hi < 0 and value == pytest.approx(diff(a, b))
+    assert bootstrap_ci(a, b, statistic=diff, seed=1, n_boot=400) == (value, lo, hi)
+    same = bootstrap_ci(a, rng.normal(0.0, 1.0, 40), statistic=diff, seed=1, n_boot=400)
+    assert same[1] < 0 < same[2]  # no real difference: the interval straddles 0
+    assert verdict(same[1], same[2], expected_sign=-1) is None
+    nan = bootstrap_ci([np.nan, np.nan], statistic=np.median)
+    assert all(np.isnan(nan))
+    assert bootstrap_ci([1.0, np.nan, 3.0], statistic=np.median, n_boot=50)[0] == 2.0

@@ -610,3 +610,17 @@ def test_random_store_damage_never_crashes_and_reruns_to_the_same_bytes(plan, qu
     for name, blob in reference.items():
         assert result_bytes(out, name) == blob, name
     shutil.rmtree(out.parent)
+
+
+def test_band_draws_the_statistic_it_names():
+    from deepscope import plot as P
+
+    _fig, axes = P.figure()
+    ys = np.array([[1.0, 2.0], [2.0, 4.0], [9.0, 100.0], [np.nan, np.nan]])
+    P.band(axes[0][0], np.arange(2), ys, "median", "C0", stat="median")
+    np.testing.assert_allclose(axes[0][0].lines[0].get_ydata(), [2.0, 4.0])
+    P.band(axes[0][0], np.arange(2), ys, "mean", "C1", stat="mean")
+    np.testing.assert_allclose(axes[0][0].lines[1].get_ydata(), [4.0, 106 / 3])
+    assert "interquartile" in P.STAT["median"] and "min–max" in P.STAT["mean"]
+    with pytest.raises(ValueError, match="stat must be"):
+        P.band(axes[0][0], np.arange(2), ys, "x", "C2", stat="mode")

@@ -189,3 +189,57 @@ def test_buffers_and_frozen_parameters_are_used_and_left_alone():
         np.testing.assert_allclose(trace.step_loss[m], losses, rtol=0, atol=1e-10)
         assert torch.equal(trained.frozen, torch.full((3,), 0.5, dtype=torch.float64))
         torch.testing.assert_close(trained.lin.weight, ref.lin.weight)
+
+
+@pytest.mark.parametrize(("optimizer", "momentum"), [("adam", 0.0), ("sgd", 0.9)])
+def test_one_learning_rate_per_member_equals_plain_loops(optimizer, momentum):
+    """A learning-rate grid as one ensemble: each member equals its own plain torch.optim loop
+    with its own rate (float64, 36 mini-batch steps, to 1e-8)."""
+    data = _toy_classification()
+    rates = [0.003, 0.01, 0.05]
+    members = [ds.mlp(5, 3, depth=2, width=8, seed=s).double() for s in range(3)]
+    references = [copy.deepcopy(m) for m in members]
+    trace = ds.train(members, data, optimizer=optimizer, lr=rates, momentum=momentum,
+                     epochs=6, batch_size=16, seed=3, record_steps=True, dtype=torch.float64)
+    for m, (trained, ref) in enumerate(zip(members, references)):
+        losses, _ = _plain_loop(ref, data, optimizer, rates[m], momentum, 6, 16, seed=3,
+                                member=m)
+        np.testing.assert_allclose(trace.step_loss[m], losses, rtol=0, atol=1e-8)
+        for p, q in zip(trained.parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-8)
+
+
+def test_until_freezes_each_member_at_its_criterion_and_stops_early():
+    """Members stop when an evaluation shows train accuracy ≥ 0.9; each one's θ and metrics
+    then equal a plain run of exactly that many epochs; the trace keeps its full shape."""
+    data = _toy_classification()
+    rates = [0.003, 0.03]  # the fast member gets there first
+    members = [ds.mlp(5, 3, depth=1, width=8, seed=s).double() for s in range(2)]
+    inits = [copy.deepcopy(m) for m in members]
+    trace = ds.train(members, data, lr=rates, epochs=300, until=("train_acc", 0.9),
+                     dtype=torch.float64)
+    assert trace.epoch.tolist() == list(range(301))
+    reached = trace.reached_epoch
+    assert 0 < reached[1] < reached[0] < 300, reached
+    for m in range(2):
+        acc = trace.train_acc[m]
+        assert acc[reached[m]] >= 0.9 and (acc[: reached[m]] < 0.9).all()
+        assert (trace.train_loss[m, reached[m]:] == trace.train_loss[m, reached[m]]).all()
+        alone = copy.deepcopy(inits[m])  # full batch: no batch order to match
+        plain = ds.train([alone], data, lr=rates[m], epochs=int(reached[m]),
+                         dtype=torch.float64)
+        assert plain.train_loss[0, -1] == pytest.approx(trace.train_loss[m, -1], abs=1e-10)
+        for p, q in zip(members[m].parameters(), alone.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-10)
+
+
+def test_until_never_met_leaves_reached_at_minus_one():
+    data = _toy_classification()
+    members = [ds.mlp(5, 3, depth=1, width=4, seed=0).double()]
+    trace = ds.train(members, data, lr=1e-5, epochs=3, until=("train_loss", 1e-6),
+                     dtype=torch.float64)
+    assert trace.reached_epoch.tolist() == [-1]
+    with pytest.raises(ValueError, match="until must be"):
+        ds.train(members, data, epochs=1, until=("test_acc", 0.5))
+    with pytest.raises(ValueError, match="one per member"):
+        ds.train(members, data, epochs=1, lr=[0.1, 0.2])

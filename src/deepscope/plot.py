@@ -2,13 +2,16 @@
 
 Figures are plain ``matplotlib.figure.Figure`` objects rendered with the Agg canvas: no pyplot
 state machine, so plotting is safe in worker processes and tests and never opens a window.
-Every curve over seeds is drawn the same way — the mean as a line, the min–max over seeds as
-a band — so the spread that decides whether a difference is real is always visible.
+Every curve over seeds is drawn by :func:`band` — a statistic as a line, the spread over seeds
+as a band, and :data:`STAT` to name both in the legend — so the spread that decides whether a
+difference is real is always visible; :func:`not_converged` marks models left out of a
+verdict.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,20 +31,44 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3
     return fig, axes
 
 
-def band(ax, x: np.ndarray, ys: np.ndarray, label: str, color: str, *, linestyle: str = "-",
-         log: bool = False) -> None:
-    """Mean of ``ys`` (shape ``(seeds, len(x))``) as a line, min–max over seeds as a band.
+STAT = {"mean": "mean, band min–max", "median": "median, band interquartile range",
+        "geomean": "geometric mean, band min–max"}
+"""How a legend names what :func:`band` draws, by its ``stat``."""
 
-    With ``log=True`` the centre line is the geometric mean, which is what a log axis shows
-    as "the middle".
+
+def band(ax, x: np.ndarray, ys: np.ndarray, label: str, color: str, *, linestyle: str = "-",
+         stat: str | None = None, log: bool = False) -> None:
+    """A statistic over seeds of ``ys`` (shape ``(seeds, len(x))``) as a line, with a band.
+
+    ``stat`` is ``"median"`` (median line, interquartile band: for heavy-tailed or bimodal
+    losses, where one seed would drag a mean), ``"mean"`` (mean line, min–max band) or
+    ``"geomean"`` (geometric mean, min–max band); :data:`STAT` words each for a legend. The
+    old ``log=True`` means ``"geomean"``. NaN seeds (diverged) are left out.
     """
+    stat = stat or ("geomean" if log else "mean")
     ys = np.asarray(ys, dtype=float)
-    with np.errstate(all="ignore"):
-        centre = np.exp(np.nanmean(np.log(ys), 0)) if log else np.nanmean(ys, 0)
-        lo, hi = np.nanmin(ys, 0), np.nanmax(ys, 0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: drawn as gaps
+        if stat == "median":
+            centre = np.nanmedian(ys, 0)
+            lo, hi = np.nanpercentile(ys, 25, 0), np.nanpercentile(ys, 75, 0)
+        elif stat in ("mean", "geomean"):
+            centre = np.exp(np.nanmean(np.log(ys), 0)) if stat == "geomean" else np.nanmean(ys, 0)
+            lo, hi = np.nanmin(ys, 0), np.nanmax(ys, 0)
+        else:
+            raise ValueError(f"stat must be one of {sorted(STAT)}, got {stat!r}")
     ax.plot(x, centre, color=color, linestyle=linestyle, label=label, lw=1.6)
     if ys.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def not_converged(ax, x, y, label: str = "not converged (left out of the verdict)") -> None:
+    """Mark points (models) that missed the study's training criterion: red crosses over the
+    data, one legend entry. Nothing is drawn for no points."""
+    x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
+    if x.size:
+        ax.scatter(x, y, marker="x", s=70, linewidths=2, color="#C00000", zorder=5,
+                   label=label)
 
 
 def label_batch_sizes(ax, sizes: np.ndarray) -> None:

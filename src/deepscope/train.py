@@ -69,6 +69,8 @@ class Trace:
         snapshot_epoch: ``(K,)`` epochs of the θ snapshots.
         snapshots: ``(M, K, P)`` flat θ of each member at those epochs (float32).
         diverged_epoch: ``(M,)`` epoch in which a member's loss became NaN/inf, −1 if never.
+        reached_epoch: ``(M,)`` epoch of the first evaluation at which a member met the
+            ``until`` criterion (from then on it was frozen), −1 if never (or no criterion).
         seconds: wall time of the whole call.
     """
 
@@ -82,6 +84,7 @@ class Trace:
     snapshot_epoch: np.ndarray
     snapshots: np.ndarray
     diverged_epoch: np.ndarray
+    reached_epoch: np.ndarray
     seconds: float = 0.0
 
 
@@ -175,7 +178,7 @@ def train(
     data: Data,
     *,
     optimizer: str = "adam",
-    lr: float = 1e-3,
+    lr: float | Sequence[float] = 1e-3,
     epochs: int = 10,
     batch_size: int | None = None,
     momentum: float = 0.0,
@@ -185,6 +188,7 @@ def train(
     record_steps: bool = False,
     snapshot_every: int | None = None,
     eval_every: int = 1,
+    until: tuple[str, float] | None = None,
     eval_batch_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
@@ -199,8 +203,10 @@ def train(
             in initialisation. Their parameters are overwritten with the trained values.
         data: train/test tensors (:class:`deepscope.data.Data`).
         optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``), as in ``torch.optim``.
-        lr, momentum, weight_decay: optimiser hyper-parameters.
-        epochs: passes over the training set.
+        lr: learning rate, or one per member (a learning-rate grid trains as one ensemble:
+            each member steps as ``torch.optim`` would with its own rate).
+        momentum, weight_decay: optimiser hyper-parameters.
+        epochs: passes over the training set (the cap, with ``until``).
         batch_size: ``None`` for full batch; otherwise each member reshuffles the training set
             every epoch with its own generator (:func:`batch_generator`) and steps through it in
             batches of this size (the last one may be smaller).
@@ -211,6 +217,12 @@ def train(
         snapshot_every: record θ of every member every this many epochs (and at epoch 0).
         eval_every: evaluate the full train and test sets every this many epochs (and at
             initialisation and the last epoch); 0 never evaluates (for timing training alone).
+        until: a training criterion, ``("train_loss", target)`` (per-sample mean training
+            loss ≤ target) or ``("train_acc", target)`` (training accuracy ≥ target), checked
+            at every evaluation: a member that meets it is frozen from then on (its θ, so its
+            later metrics, stay as they were) and its ``reached_epoch`` recorded; training
+            ends early once no member is still training (the remaining evaluations and
+            snapshots repeat the frozen values, exactly what continuing would record).
         eval_batch_size: samples per evaluation chunk; default the training batch size (the
             full set for full-batch training). Chunks much larger than the training batch
             would allocate buffers the training never needed: on Linux, buffers over 32 MB are
@@ -227,14 +239,24 @@ def train(
         A :class:`Trace`. A member whose loss becomes NaN/inf stops updating from that step on;
         its ``diverged_epoch`` is set, its later metrics are NaN, and a warning names it.
     """
+    n_members = 1 if isinstance(models, nn.Module) else len(models)
+    lrs = [float(lr)] * n_members if isinstance(lr, int | float) else [float(v) for v in lr]
     models = [models] if isinstance(models, nn.Module) else list(models)
     _check_members(models)
     if epochs < 0 or eval_every < 0:
         raise ValueError(f"epochs and eval_every must be ≥ 0, got {epochs} and {eval_every}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1 or None (full batch), got {batch_size}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    if len(lrs) != n_members or not all(math.isfinite(v) and v > 0 for v in lrs):
+        raise ValueError(f"lr must be a positive finite number or one per member "
+                         f"({n_members}), got {lr}")
+    if until is not None:
+        if (not isinstance(until, tuple) or len(until) != 2
+                or until[0] not in ("train_loss", "train_acc")):
+            raise ValueError(f"until must be ('train_loss', target) or ('train_acc', target), "
+                             f"got {until!r}")
+        if not eval_every:
+            raise ValueError("until is checked at evaluations: it needs eval_every ≥ 1")
     loss = loss or ("mse" if data.task == "regression" else "cross_entropy")
     loss_fn = LOSSES[loss]
     classify = data.task == "classification"
@@ -315,10 +337,16 @@ def train(
         acc = correct / n if classify else torch.full_like(correct, float("nan"))
         return tot_loss / n, acc
 
-    opt = _make_optimizer(optimizer, leaves, lr, momentum, weight_decay)
+    # One rate for all: torch.optim as it is. Rates per member: the optimiser steps with the
+    # largest and each member's step is scaled by its share — exact, since the Adam and SGD
+    # (momentum) steps are linear in lr and their state does not depend on it.
+    per_member = len(set(lrs)) > 1
+    opt = _make_optimizer(optimizer, leaves, max(lrs), momentum, weight_decay)
+    share = torch.tensor(lrs, dtype=dtype, device=device) / max(lrs)
     gens = [batch_generator(seed, m) for m in range(M)]
-    alive = torch.ones(M, dtype=torch.bool, device=device)
+    alive = torch.ones(M, dtype=torch.bool, device=device)  # not diverged, not done
     diverged = np.full(M, -1)
+    reached = np.full(M, -1)
     evals: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
     step_losses: list[Tensor] = []
     grad_norms: list[Tensor] = []
@@ -326,16 +354,22 @@ def train(
     snap_epochs: list[int] = []
 
     def record(epoch: int) -> None:
-        if not bool(alive.any()):  # nothing left to evaluate: every metric is NaN
+        dead = torch.as_tensor(diverged >= 0, device=device)
+        if bool(dead.all()):  # nothing left to evaluate: every metric is NaN
             nan = torch.full((M,), float("nan"), dtype=torch.float64, device=device)
             evals.append((epoch, nan, nan, nan, nan))
             return
         trl, tra = evaluate(x_tr, y_tr)
         tel, tea = evaluate(d.x_test, d.y_test)
-        dead = ~alive
         for t in (trl, tra, tel, tea):
             t[dead] = float("nan")
         evals.append((epoch, trl, tra, tel, tea))
+        if until is not None:
+            metric, target = until
+            met = trl <= target if metric == "train_loss" else tra >= target
+            for m in (alive & met.to(alive.device)).nonzero().flatten().tolist():
+                reached[m] = epoch
+            alive.logical_and_(~met.to(alive.device))
 
     def snapshot(epoch: int) -> None:
         snaps.append(flatten_batched(_as_params(store)).detach().to("cpu", torch.float32))
@@ -357,7 +391,7 @@ def train(
         for m in newly.nonzero().flatten().tolist():
             diverged[m] = epoch
             warnings.warn(f"member {m} diverged in epoch {epoch} (loss {losses[m].item():.3g});"
-                          f" it stops training — lower lr (now {lr:g}) or check the data",
+                          f" it stops training — lower lr (now {lrs[m]:g}) or check the data",
                           DivergenceWarning, stacklevel=3)
         alive.logical_and_(~newly)
 
@@ -368,9 +402,18 @@ def train(
     base.train()
     bar = tqdm(range(1, epochs + 1), desc=desc, leave=False,
                disable=None if progress is None else not progress)
-    any_dead = False
+    any_frozen = False
     steps_per_epoch = 1 if full_batch else -(-N // batch_size)
     for epoch in bar:
+        if until is not None and not record_steps and not bool(alive.any()):
+            # Every member met the criterion (or diverged): frozen θ gives the same metrics
+            # and snapshots at every later epoch, so they are repeated instead of recomputed.
+            for later in range(epoch, epochs + 1):
+                if eval_every and (later % eval_every == 0 or later == epochs):
+                    evals.append((later, *evals[-1][1:]))
+                if snapshot_every and later % snapshot_every == 0:
+                    snapshot(later)
+            break
         if not bool(alive.any()):
             # Every member has diverged: nothing is trained any more, but the trace keeps the
             # shape it would have had, so ensembles of one study stack (NaN from here on).
@@ -387,8 +430,15 @@ def train(
                 # gradient makes the next loss non-finite too).
                 if not bool(torch.isfinite(losses[alive]).all()):
                     freeze_diverged(losses, epoch)
-                    any_dead = True
-                if any_dead:  # rare path: frozen members keep their θ through the step
+                any_frozen = any_frozen or not bool(alive.all())
+                if per_member:  # each member's step scaled by its rate; frozen ones by 0
+                    keep = [v.detach().clone() for v in leaves]
+                    opt.step()
+                    with torch.no_grad():
+                        rate = torch.where(alive, share, torch.zeros_like(share))
+                        for v, old in zip(leaves, keep):
+                            v.copy_(old + rate.view(-1, *[1] * (v.dim() - 1)) * (v - old))
+                elif any_frozen:  # rare path: frozen members keep their θ through the step
                     keep = [v.detach().clone() for v in leaves]
                     opt.step()
                     with torch.no_grad():
@@ -430,5 +480,6 @@ def train(
         snapshot_epoch=np.array(snap_epochs, dtype=np.int64),
         snapshots=torch.stack(snaps, 1).numpy() if snaps else np.zeros((M, 0, P), np.float32),
         diverged_epoch=diverged,
+        reached_epoch=reached,
         seconds=time.perf_counter() - start,
     )
