@@ -105,12 +105,13 @@ def test_dead_worker_names_its_piece_and_spares_the_others(tmp_path):
 
 
 CTRL_C = """
-import sys, time
+import pathlib, sys, time
 import numpy as np
 from deepscope.context import Context
 from deepscope.executors import ProcessExecutor
 
 def slow(i):
+    pathlib.Path(sys.argv[1], f"piece-{i}").touch()  # this worker is up and in its piece
     time.sleep(60)
     return {"i": np.asarray(i)}
 
@@ -124,13 +125,24 @@ except KeyboardInterrupt:
 """
 
 
-def test_ctrl_c_stops_the_pool_at_once(tmp_path):
+@pytest.mark.parametrize("when", ["in the pieces", "while workers start"])
+def test_ctrl_c_stops_the_pool_at_once(when, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: the run stops within
-    seconds (not after the running pieces), with no worker left behind."""
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seconds (not after the running pieces), with no worker left behind and no traceback —
+    also when it comes while the workers are still starting up (importing torch)."""
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     assert proc.stdout.readline().strip() == "started"
-    time.sleep(4)  # workers spawned and sleeping inside their pieces
+    deadline = time.monotonic() + 120
+    if when == "in the pieces":
+        # Both workers inside their pieces, however slowly they start on a busy machine (a
+        # fixed sleep once sent SIGINT to a worker still importing torch).
+        while len(list(tmp_path.glob("piece-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    else:
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
     children = _children(proc.pid)
     assert len(children) >= 2
     os.killpg(proc.pid, signal.SIGINT)

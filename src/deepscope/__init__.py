@@ -17,8 +17,7 @@ from . import data, params
 from .data import Data, load
 from .models import cnn, count_params, mlp
 from .train import Trace, train
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def run(study: str, scale: str = "default", out: str | None = None, *, device: str = "cpu",
@@ -45,5 +44,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'deepscope' has no attribute {name!r}")
 
 
-__all__ = ["STUDIES", "Data", "Trace", "cnn", "count_params", "data", "load", "mlp", "params",
-           "run", "train"]
+__all__ = ["STUDIES", "Data", "Trace", "__version__", "cnn", "count_params", "data", "load",
+           "mlp", "params", "run", "train"]

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from .errors import ConfigError, DeepscopeError, UsageError
+from .version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -40,6 +41,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="deepscope", description="Probes and classic studies of how neural "
                 "networks fit, optimise and generalise.")
+    p.add_argument("--version", action="version", version=f"deepscope {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list the studies")
     show = sub.add_parser("show", help="config fields, defaults and scales of a study")
@@ -66,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default 30)")
     run.add_argument("--data-dir", default=None,
                      help="directory of MNIST IDX files (else $DEEPSCOPE_DATA, else shipped)")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--download", action="store_true",
+                     help="fetch a missing data set from its public mirrors, SHA-256 verified "
+                     "(deepscope never touches the network otherwise)")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (or, without a terminal, no progress lines)")
     rep = sub.add_parser("report", help="write OUT/report.html from the stored runs")
     rep.add_argument("--out", default="deepscope-results", help="results directory")
     return p
@@ -112,6 +118,7 @@ def _check_out(out: str) -> Path:
 def _cmd_run(args) -> int:
     import torch
 
+    from .context import Clock
     from .executors import make_executor
     from .report import write_report
     from .runner import get_study, plan_study, resolve_device, run_study
@@ -129,29 +136,24 @@ def _cmd_run(args) -> int:
     device = resolve_device(args.device)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
-    # With 'all', a key applies to the studies that have it; it must exist in at least one.
-    per_study = {}
-    for name in names:
-        fields = STUDIES[name].Config.__dataclass_fields__
-        per_study[name] = {k: v for k, v in sets.items() if k in fields or len(names) == 1}
-    for key in sets:
-        if not any(key in d for d in per_study.values()):
-            raise ConfigError(f"no study has config key {key!r} (see `deepscope show STUDY`)")
+    per_study = _sets_per_study(names, sets)
     # Every study is checked — config and the data it reads — before the first one runs.
-    plans = [plan_study(name, args.scale, per_study[name], args.data_dir) for name in names]
+    plans = [plan_study(name, args.scale, per_study[name], args.data_dir, args.download)
+             for name in names]
     out = _check_out(args.out)
     executor = make_executor(args.executor, args.workers, address=args.address, device=device,
                              **({} if args.ray_timeout is None else
                                 {"timeout": args.ray_timeout}))
 
     failed, summary = [], []
+    clock = Clock(studies=len(plans))
     try:
         for plan in plans:
             name = plan.study.name
             t0 = time.perf_counter()
             try:
                 run = run_study(plan, out=out, device=device, executor=executor,
-                                progress=False if args.no_progress else None)
+                                progress=False if args.no_progress else None, clock=clock)
             except UsageError:
                 raise
             except Exception as e:  # one study failing must not stop the others
@@ -162,21 +164,59 @@ def _cmd_run(args) -> int:
                 failed.append(name)
                 summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
                                f"{type(e).__name__}: {e}")
+                clock.done += 1
                 continue
             print(f"{name}: stored in {run.path}", file=sys.stderr)
             if run.meta.get("diverged"):  # stored and reported, but not a clean run
                 failed.append(name)
                 summary.append(f"DIVERGED {name:<25} {run.meta['seconds']:7.1f} s  "
                                f"{len(run.meta['diverged'])} run(s): {run.meta['diverged'][0]}")
+                clock.done += 1
                 continue
             summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  "
-                           f"{_headline(run.meta['findings'])}")
+                           f"{_verdict(plan, run)}")
+        clock.done += 1
     finally:
         executor.close()
     report = write_report(out)
     print("\n".join(summary))
     print(f"report: {report}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _sets_per_study(names: list[str], sets: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The ``--set`` overrides of each study. With several studies (``run all``) a key must
+    be one every study has: applied to only some, it would change a few studies silently."""
+    from .studies import STUDIES
+    from .studies.base import suggest
+
+    if len(names) == 1:
+        return {names[0]: dict(sets)}
+    fields = {n: set(STUDIES[n].Config.__dataclass_fields__) for n in names}
+    common = sorted(set.intersection(*fields.values()))
+    for key in sets:
+        having = [n for n in names if key in fields[n]]
+        if len(having) == len(names):
+            continue
+        hint = (f"only {', '.join(having)} {'has' if len(having) == 1 else 'have'} it; run "
+                f"{'it' if len(having) == 1 else 'them'} by name (deepscope run {having[0]} "
+                f"--set {key}=…)" if having else suggest(key, common) if common else
+                "no study has it")
+        raise ConfigError(f"--set {key}=… with `run all` must apply to every study, but {hint}"
+                          " (see `deepscope show STUDY`)")
+    return {n: dict(sets) for n in names}
+
+
+def _verdict(plan, run) -> str:
+    """The study's verdict against the literature, with what it measured, for the summary."""
+    from .studies.base import quiet_numpy
+
+    if plan.study.literature is None:
+        return _headline(run.meta["findings"])
+    with quiet_numpy():
+        ex = plan.study.literature(run.result, plan.cfg)
+    return _headline([f"{ex.verdict}: {ex.reference}" + (f" ({ex.measured})" if ex.measured
+                                                           else "")])
 
 
 def _headline(findings: list[str], width: int = 100) -> str:
@@ -188,7 +228,15 @@ def _headline(findings: list[str], width: int = 100) -> str:
 
 def _cmd_report(args) -> int:
     from .report import write_report
+    from .store import results_root
+    from .studies import STUDIES
 
+    root = results_root(args.out)
+    # Anything of deepscope's — even a damaged run, which the report then names — is worth a
+    # report; a directory with none of it is a mistyped --out, not an empty report.
+    if not any(os.path.lexists(root / name) for name in (*STUDIES, "cache")):
+        raise UsageError(f"{root} holds no deepscope results; run a study first (deepscope run "
+                         f"all --out {root}), or point --out at a results directory")
     print(write_report(_check_out(args.out)))
     return EXIT_OK
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,47 @@ def code_hash() -> str:
 
 
 @dataclass
+class Clock:
+    """Where a command stands, for progress lines that work without a terminal.
+
+    ``studies`` is how many studies the command runs and ``done`` how many have finished;
+    ``current`` is the share of the running study's pieces that are done.
+    """
+
+    studies: int = 1
+    done: int = 0
+    current: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self, study: str, done: int, total: int, study_started: float) -> str:
+        """``fit-function 3/12 pieces, 14 s, ETA 42 s · suite 1/11 studies, 1 m 10 s, ETA ~8 m``.
+
+        ETAs assume the remaining pieces (and studies) take as long as the finished ones on
+        average; the suite's is rough, since studies differ in length.
+        """
+        now = time.perf_counter()
+        spent = now - study_started
+        eta = spent / done * (total - done) if done else float("nan")
+        self.current = done / total if total else 1.0
+        text = f"{study} {done}/{total} pieces, {_duration(spent)}, ETA {_duration(eta)}"
+        if self.studies > 1:
+            progress = self.done + self.current
+            suite = now - self.started
+            rest = suite / progress * (self.studies - progress) if progress else float("nan")
+            text += (f" · suite {self.done}/{self.studies} studies, {_duration(suite)}, "
+                     f"ETA ~{_duration(rest)}")
+        return text
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} m {int(seconds % 60):02d} s"
+
+
+@dataclass
 class Context:
     """Where and how a study runs.
 
@@ -68,7 +111,10 @@ class Context:
         data_identity: ``{data set: fingerprint of its contents}`` for the data this study
             reads (set by the runner); part of every cache key, so pieces computed on one
             copy of the data are never served for another.
-        progress: show progress bars (``None``: when stderr is a terminal).
+        progress: show progress (``None``: a bar when stderr is a terminal, else one line
+            per finished piece with elapsed time and ETA; ``False``: nothing).
+        download: allow a verified download of a missing data set (never by default).
+        clock: the command's progress across studies (``deepscope run all``).
         executor: where ``map`` runs pieces (:mod:`deepscope.executors`; default in-process).
     """
 
@@ -79,7 +125,10 @@ class Context:
     data_dir: Path | None = None
     data_identity: Mapping[str, str] = field(default_factory=dict)
     progress: bool | None = None
+    download: bool = False
+    clock: Clock = field(default_factory=Clock)
     executor: Executor = field(default_factory=LocalExecutor)
+    started: float = field(default_factory=time.perf_counter)
     piece_seconds: list[float] = field(default_factory=list)
     pieces_cached: int = 0
     diverged: list[str] = field(default_factory=list)
@@ -88,11 +137,13 @@ class Context:
         # A context travels to workers inside piece closures; its executor (a pool, a Ray
         # handle) stays here, and anything the worker maps runs in the worker itself.
         state = dict(self.__dict__)
-        state.update(executor=LocalExecutor(), piece_seconds=[], pieces_cached=0, diverged=[])
+        state.update(executor=LocalExecutor(), piece_seconds=[], pieces_cached=0, diverged=[],
+                     clock=Clock(), progress=False)
         return state
 
     def load(self, name: str, **kwargs: Any) -> data_mod.Data:
         """``deepscope.load`` with this context's data directory, on this context's device."""
+        kwargs.setdefault("download", self.download)
         return data_mod.load(name, data_dir=self.data_dir, **kwargs).to(device=self.device)
 
     def _key(self, fn: Callable, item: Any) -> str:
@@ -137,14 +188,24 @@ class Context:
                 discard(path, "not a sound cache piece (damaged, moved or not written by "
                         "deepscope); it is recomputed")
         todo = [i for i, piece in enumerate(out) if piece is None]
+        tty = sys.stderr.isatty()
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc or self.study,
                    unit="piece", leave=False,
-                   disable=None if self.progress is None else not self.progress)
+                   disable=not tty if self.progress is None else not self.progress)
+        lines = self.progress is None and not tty  # a log, CI, a pipe: one line per piece
         failures: list[tuple[Any, BaseException]] = []
+        done = len(items) - len(todo)
+        if lines and done:
+            print(f"deepscope: {desc or self.study}: {done} of {len(items)} pieces from the "
+                  "cache", file=sys.stderr, flush=True)
         with bar:
             for j, outcome, seconds in self.executor.run(fn, [items[i] for i in todo]):
                 i = todo[j]
                 bar.update()
+                done += 1
+                if lines:
+                    line = self.clock.line(desc or self.study, done, len(items), self.started)
+                    print(f"deepscope: {line}", file=sys.stderr, flush=True)
                 if isinstance(outcome, BaseException):
                     failures.append((items[i], outcome))
                     continue

@@ -17,6 +17,7 @@ more threads than free cores slows down many-fold.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -109,6 +110,25 @@ def _exit_with(parent: int, every: float = 0.5) -> None:
     threading.Thread(target=watch, name="deepscope-parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Spawn workers with SIGINT ignored from their first instruction.
+
+    Ctrl-C in a terminal reaches the whole process group; the main process alone decides
+    what happens (it terminates the pool). A worker's initializer ignores SIGINT too, but a
+    worker still starting up (importing torch) would print a KeyboardInterrupt traceback;
+    a signal ignored by the parent stays ignored in the child, and Python then leaves it so.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _init_worker(threads: int, parent: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the main process alone decides
     # what happens (it terminates the pool), so workers do not each print a traceback.
@@ -167,9 +187,10 @@ class ProcessExecutor:
         payload = _dumps(fn)
         if self._pool is None:
             self._pool = self._new_pool(self.workers)
-        futures: dict[Future, int] = {
-            self._pool.submit(_call_pickled, payload, item, self.threads): i
-            for i, item in enumerate(items)}
+        with _sigint_ignored():  # submit() spawns the workers
+            futures: dict[Future, int] = {
+                self._pool.submit(_call_pickled, payload, item, self.threads): i
+                for i, item in enumerate(items)}
         broken: list[int] = []
         finished = False
         try:
@@ -198,7 +219,8 @@ class ProcessExecutor:
         for i in idx:
             pool = self._new_pool(1)
             try:
-                fut = pool.submit(_call_pickled, payload, items[i], self.threads)
+                with _sigint_ignored():
+                    fut = pool.submit(_call_pickled, payload, items[i], self.threads)
                 piece, seconds = fut.result()
             except BrokenProcessPool:
                 yield i, RuntimeError("its worker process died while running it (killed, or "

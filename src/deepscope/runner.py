@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .context import Context, code_hash
+from .context import Clock, Context, code_hash
 from .data import identify
 from .data.mnist import resolve_data_dir
 from .errors import ConfigError, DataError
@@ -49,6 +49,7 @@ from .store import (
 )
 from .studies import STUDIES, Study, make_config, suggest
 from .studies.base import quiet_numpy
+from .version import __version__
 
 
 def get_study(name: str) -> Study:
@@ -104,6 +105,7 @@ class Plan:
     overrides: Mapping[str, Any]
     data_dir: Path | None
     data_identity: Mapping[str, str]
+    download: bool = False
 
     @property
     def config(self) -> dict[str, Any]:
@@ -111,8 +113,9 @@ class Plan:
 
 
 def plan_study(name: str, scale: str = "default", overrides: Mapping[str, Any] | None = None,
-               data_dir: str | Path | None = None) -> Plan:
-    """Check study ``name`` at ``scale`` with ``overrides`` and the data it will read.
+               data_dir: str | Path | None = None, download: bool = False) -> Plan:
+    """Check study ``name`` at ``scale`` with ``overrides`` and the data it will read
+    (``download``: a missing data set may be fetched, verified; never by default).
 
     Raises:
         ConfigError: unknown study, scale or key, or a bad value.
@@ -124,12 +127,13 @@ def plan_study(name: str, scale: str = "default", overrides: Mapping[str, Any] |
     identity = {}
     for need in study.data(cfg):
         try:
-            identity[need.name] = identify(need.name, folder, train=need.train, test=need.test)
+            identity[need.name] = identify(need.name, folder, train=need.train, test=need.test,
+                                           download=download)
         except DataError:
             if not need.optional:
                 raise
             identity[need.name] = "absent"
-    return Plan(study, cfg, scale, dict(overrides or {}), folder, identity)
+    return Plan(study, cfg, scale, dict(overrides or {}), folder, identity, download)
 
 
 def run_study(
@@ -143,9 +147,10 @@ def run_study(
     executor: str | Executor = "local",
     workers: int | None = None,
     address: str | None = None,
+    clock: Clock | None = None,
 ) -> StoredRun:
     """Run study ``name`` (or a checked :class:`Plan`) and store it under ``out``; return the
-    stored run.
+    stored run. ``clock`` carries a multi-study command's progress (``run all``).
 
     ``executor`` is ``local`` | ``process`` | ``ray`` (sized by ``workers`` and, for Ray,
     ``address``) or an executor made by :func:`deepscope.executors.make_executor`, which the
@@ -166,7 +171,7 @@ def run_study(
     ex = make_executor(executor, workers, address=address, device=dev) if own else executor
     ctx = Context(study=study.name, config=cfg_dict, device=dev, cache_dir=cache,
                   data_dir=plan.data_dir, data_identity=plan.data_identity, progress=progress,
-                  executor=ex)
+                  download=plan.download, clock=clock or Clock(), executor=ex)
     try:
         # One run of a (study, config) at a time per results directory: a second one waits,
         # then finds every piece in the cache.
@@ -213,7 +218,7 @@ def _run_and_store(plan: Plan, ctx: Context, root: Path, path: Path) -> StoredRu
         "device": str(ctx.device),
         "threads": torch.get_num_threads(),
         "executor": {"name": ex.name, "workers": ex.workers, "threads_per_worker": ex.threads},
-        "versions": {"deepscope": _version(), "torch": torch.__version__,
+        "versions": {"deepscope": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "cpus": os.cpu_count()},
@@ -229,7 +234,3 @@ def _run_and_store(plan: Plan, ctx: Context, root: Path, path: Path) -> StoredRu
     return load_run(path)
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__

@@ -312,8 +312,11 @@ def test_shipped_mnist_is_read_without_importing_pureml():
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep the test output clean
-        pass
+    seen: list[str] | None = None  # the paths requested, when a test wants to know
+
+    def log_message(self, format, *args):  # keep the test output clean; count instead
+        if self.seen is not None:
+            self.seen.append(self.path)
 
 
 @pytest.fixture
@@ -326,14 +329,16 @@ def server(tmp_path):
     write_set(www / "good", arrays)
     sha256 = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
               for p in (www / "good").iterdir()}
-    handler = functools.partial(_QuietHandler, directory=str(www))
+    requests: list[str] = []
+    handler = functools.partial(type("Handler", (_QuietHandler,), {"seen": requests}),
+                                directory=str(www))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
     try:
         yield SimpleNamespace(www=www, url=f"http://127.0.0.1:{httpd.server_address[1]}/",
-                              arrays=arrays, sha256=sha256)
+                              arrays=arrays, sha256=sha256, requests=requests)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -399,16 +404,18 @@ def test_default_mirrors_and_checksums_cover_both_sets():
 
 def test_search_order_falls_back_to_download_then_cache(server, tmp_path, monkeypatch):
     """Without a directory, shipped copy or system package, load() downloads into the cache
-    ($DEEPSCOPE_CACHE/NAME); afterwards the cache serves even with downloads switched off."""
+    ($DEEPSCOPE_CACHE/NAME) only when asked to; afterwards the cache serves without asking."""
     monkeypatch.setattr(mnist, "FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
     mirrors = [server.url + "missing/", server.url + "good/"]
     monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", mirrors)
     monkeypatch.setitem(mnist.SHA256, "fashion-mnist", server.sha256)
 
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
-        load_arrays("fashion-mnist", download=False)
-    loaded = load_arrays("fashion-mnist")
+        load_arrays("fashion-mnist")  # never downloads unless asked
+    assert not server.requests  # not even tried
+    loaded = load_arrays("fashion-mnist", download=True)
     assert_same(loaded, server.arrays)
+    assert server.requests  # it did go to the (local) mirror when asked
     assert loaded.source == str(tmp_path / "cache" / "fashion-mnist")
 
     monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", ["http://127.0.0.1:9/"])
@@ -417,11 +424,11 @@ def test_search_order_falls_back_to_download_then_cache(server, tmp_path, monkey
     monkeypatch.setattr(mnist, "shipped_mnist_path", lambda: None)
     monkeypatch.setitem(mnist.MIRRORS, "mnist", [server.url + "good/"])
     monkeypatch.setitem(mnist.SHA256, "mnist", server.sha256)
-    assert load("mnist").n_train == 40
+    assert load("mnist", download=True).n_train == 40
 
 
 def test_failed_download_gives_the_install_advice(server, tmp_path, monkeypatch):
     monkeypatch.setattr(mnist, "FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
     monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", [server.url + "missing/"])
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
-        load("fashion-mnist")
+        load("fashion-mnist", download=True)

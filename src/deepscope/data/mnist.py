@@ -15,10 +15,11 @@ and uses the first source that exists:
    imported. This is the offline default.
 3. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist``, which installs the four
    files into ``/usr/share/datasets/fashion-mnist``.
-4. A download from public mirrors into a cache directory (``$DEEPSCOPE_CACHE/NAME``, else
-   ``$XDG_CACHE_HOME/deepscope/NAME``, else ``~/.cache/deepscope/NAME``). Every file is
-   checked against its published SHA-256 before it is used, and a verified cached copy is
-   used without touching the network.
+4. A copy downloaded earlier into the cache directory (``$DEEPSCOPE_CACHE/NAME``, else
+   ``$XDG_CACHE_HOME/deepscope/NAME``, else ``~/.cache/deepscope/NAME``), and — only when
+   the caller asks for it (``download=True``, ``deepscope run --download``) — a download from
+   public mirrors into it. Every file is checked against its published SHA-256 before it is
+   used. Without that request deepscope never touches the network.
 
 Every array is checked before it is returned (IDX header against file length, images of
 28×28 pixels, labels in 0..9, as many labels as images), so a damaged file raises
@@ -534,13 +535,13 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path | None, s
 
 
 def load_arrays(name: str, data_dir: str | Path | None = None, *,
-                download: bool = True) -> ImageArrays:
+                download: bool = False) -> ImageArrays:
     """Find, read and check the image set ``name`` ("mnist" or "fashion-mnist").
 
-    Sources are tried in the order given in the module docstring; ``download=False`` forbids
-    the network (a verified cached copy is still used). The result is cached per process,
-    keyed by the set, the data directory in effect and the cache folder, so repeated calls do
-    not re-read files; its arrays are read-only.
+    Sources are tried in the order given in the module docstring; only ``download=True``
+    allows the network (a verified cached copy is used either way). The result is cached per
+    process, keyed by the set, the data directory in effect and the cache folder, so repeated
+    calls do not re-read files; its arrays are read-only.
     """
     if name not in IMAGE_SETS:
         raise DataError(f"unknown image set {name!r}; known: {', '.join(IMAGE_SETS)}")
@@ -568,8 +569,9 @@ def _load_arrays(name: str, data_dir: Path | None, origin: str, cache: Path,
     elif _is_cached(cache, SHA256[name]):
         folder = cache
     else:
-        raise DataError(f"{name} not found, and downloading is switched off. "
-                        f"Fix: {ADVICE[name]}, or allow the download")
+        raise DataError(f"{name} not found here, and deepscope downloads only when asked. "
+                        f"Fix: {ADVICE[name]}, or allow a verified download (deepscope run "
+                        "--download, or download=True)")
     files = find_idx_files(name, folder)
     assert files is not None  # download() returns only a folder holding all four files
     return read_idx_files(name, files)
