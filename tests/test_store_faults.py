@@ -44,11 +44,10 @@ from deepscope import STUDIES
 from deepscope.cli import main
 from deepscope.data.mnist import FILES, write_idx
 from deepscope.errors import DamagedError, UsageError
-from deepscope.plot import to_png
+from deepscope.plot import quiet_numpy, to_png
 from deepscope.runner import plan_study
 from deepscope.store import load_arrays, load_run, run_dir, save_arrays
 from deepscope.studies import make_config
-from deepscope.studies.base import quiet_numpy
 
 STUDY = "grad-norm"  # two pieces, two figures, MNIST: the store in miniature, in 0.5 s
 QUICK = ["--scale", "quick", "--threads", "1", "--no-progress"]

@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-import traceback
-from pathlib import Path
 
-from .errors import ConfigError, DeepscopeError, UsageError
+from .errors import ConfigError, UsageError
 from .version import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -104,112 +101,37 @@ def _cmd_show(name: str) -> int:
     return EXIT_OK
 
 
-def _check_out(out: str) -> Path:
-    """The results directory ``--out``, created and writable, or a one-line UsageError."""
-    from .store import results_root, safe_dir
-
-    root = results_root(out)
-    safe_dir(root)
-    if not os.access(root, os.W_OK):
-        raise UsageError(f"results directory {root} is not writable; choose another with --out")
-    return root
-
-
 def _cmd_run(args) -> int:
-    import torch
-
-    from .context import Clock
-    from .executors import make_executor
     from .report import write_report
-    from .runner import get_study, plan_study, resolve_device, run_study
-    from .store import record_failure
-    from .studies import STUDIES
+    from .runner import plan_run, run_plan
 
-    names = list(STUDIES) if args.study == "all" else [get_study(args.study).name]
-    sets = _parse_sets(args.sets)
-    if args.threads is not None:
-        most = 4 * (os.cpu_count() or 1)  # beyond this torch only slows down (and eats memory)
-        if not 1 <= args.threads <= most:
-            raise UsageError(f"--threads must be between 1 and {most} (4 × this machine's "
-                             f"{os.cpu_count()} cores), got {args.threads}")
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir} is not a readable directory")
-    per_study = _sets_per_study(names, sets)
-    # Every study is checked — config and the data it reads — before the first one runs.
-    plans = [plan_study(name, args.scale, per_study[name], args.data_dir, args.download)
-             for name in names]
-    out = _check_out(args.out)
-    executor = make_executor(args.executor, args.workers, address=args.address, device=device,
-                             **({} if args.ray_timeout is None else
-                                {"timeout": args.ray_timeout}))
-
-    failed, summary = [], []
-    clock = Clock(studies=len(plans))
-    try:
-        for plan in plans:
-            name = plan.study.name
-            t0 = time.perf_counter()
-            try:
-                run = run_study(plan, out=out, device=device, executor=executor,
-                                progress=False if args.no_progress else None, clock=clock)
-            except UsageError:
-                raise
-            except Exception as e:  # one study failing must not stop the others
-                if not isinstance(e, DeepscopeError):  # ours say all there is in one line
-                    traceback.print_exc()
-                print(f"deepscope: {name} failed: {e}", file=sys.stderr)
-                record_failure(out, name, e, args.scale)
-                failed.append(name)
-                summary.append(f"FAILED  {name:<26} {time.perf_counter() - t0:7.1f} s  "
-                               f"{type(e).__name__}: {e}")
-                clock.done += 1
-                continue
-            print(f"{name}: stored in {run.path}", file=sys.stderr)
-            if run.meta.get("diverged"):  # stored and reported, but not a clean run
-                failed.append(name)
-                summary.append(f"DIVERGED {name:<25} {run.meta['seconds']:7.1f} s  "
-                               f"{len(run.meta['diverged'])} run(s): {run.meta['diverged'][0]}")
-                clock.done += 1
-                continue
-            summary.append(f"ok      {name:<26} {run.meta['seconds']:7.1f} s  "
-                           f"{_verdict(plan, run)}")
-        clock.done += 1
-    finally:
-        executor.close()
-    report = write_report(out)
+    plan = plan_run(args.study, args.scale, _parse_sets(args.sets), out=args.out,
+                    device=args.device, data_dir=args.data_dir, download=args.download,
+                    executor=args.executor, workers=args.workers, address=args.address,
+                    ray_timeout=args.ray_timeout, threads=args.threads)
+    summary, clean = [], True
+    for o in run_plan(plan, progress=False if args.no_progress else None):
+        name = o.plan.study.name
+        if o.run is None:
+            print(f"deepscope: {name} failed: {o.error}", file=sys.stderr)
+            line = f"FAILED  {name:<26} {o.seconds:7.1f} s  {type(o.error).__name__}: {o.error}"
+        else:
+            print(f"{name}: stored in {o.run.path}", file=sys.stderr)
+            diverged = o.run.meta.get("diverged")  # stored and reported, not a clean run
+            line = (f"DIVERGED {name:<25} {o.seconds:7.1f} s  {len(diverged)} run(s): "
+                    f"{diverged[0]}" if diverged else
+                    f"ok      {name:<26} {o.seconds:7.1f} s  {_verdict(o.plan, o.run)}")
+        clean = clean and line.startswith("ok")
+        summary.append(line)
+    report = write_report(plan.out)
     print("\n".join(summary))
     print(f"report: {report}")
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def _sets_per_study(names: list[str], sets: dict[str, str]) -> dict[str, dict[str, str]]:
-    """The ``--set`` overrides of each study. With several studies (``run all``) a key must
-    be one every study has: applied to only some, it would change a few studies silently."""
-    from .studies import STUDIES
-    from .studies.base import suggest
-
-    if len(names) == 1:
-        return {names[0]: dict(sets)}
-    fields = {n: set(STUDIES[n].Config.__dataclass_fields__) for n in names}
-    common = sorted(set.intersection(*fields.values()))
-    for key in sets:
-        having = [n for n in names if key in fields[n]]
-        if len(having) == len(names):
-            continue
-        hint = (f"only {', '.join(having)} {'has' if len(having) == 1 else 'have'} it; run "
-                f"{'it' if len(having) == 1 else 'them'} by name (deepscope run {having[0]} "
-                f"--set {key}=…)" if having else suggest(key, common) if common else
-                "no study has it")
-        raise ConfigError(f"--set {key}=… with `run all` must apply to every study, but {hint}"
-                          " (see `deepscope show STUDY`)")
-    return {n: dict(sets) for n in names}
+    return EXIT_OK if clean else EXIT_FAILED
 
 
 def _verdict(plan, run) -> str:
     """The study's verdict against the literature, with what it measured, for the summary."""
-    from .studies.base import quiet_numpy
+    from .plot import quiet_numpy
 
     if plan.study.literature is None:
         return _headline(run.meta["findings"])
@@ -228,6 +150,7 @@ def _headline(findings: list[str], width: int = 100) -> str:
 
 def _cmd_report(args) -> int:
     from .report import write_report
+    from .runner import writable_root
     from .store import results_root
     from .studies import STUDIES
 
@@ -237,7 +160,7 @@ def _cmd_report(args) -> int:
     if not any(os.path.lexists(root / name) for name in (*STUDIES, "cache")):
         raise UsageError(f"{root} holds no deepscope results; run a study first (deepscope run "
                          f"all --out {root}), or point --out at a results directory")
-    print(write_report(_check_out(args.out)))
+    print(write_report(writable_root(args.out)))
     return EXIT_OK
 
 

@@ -8,6 +8,8 @@ exception) or whose training diverged (``DivergenceWarning``) makes it exit with
 
 from __future__ import annotations
 
+import difflib
+
 
 class DeepscopeError(Exception):
     """Base class of deepscope's own errors."""
@@ -47,3 +49,12 @@ class DivergenceWarning(RuntimeWarning):
 
 class PieceError(DeepscopeError):
     """A piece of a study (one seed, width, batch size ...) raised; the others are cached."""
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``did you mean 'x'?`` for the closest of ``choices``, or the list of choices — the
+    second half of every "unknown name" error."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "choose from " + ", ".join(choices)

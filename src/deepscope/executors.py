@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DivergenceWarning, UsageError
+from .errors import DivergenceWarning, UsageError, suggest
 
 EXECUTORS = ("local", "process", "ray")
 RAY_TIMEOUT = 30.0  # seconds to reach a Ray cluster's head before giving up (--ray-timeout)
@@ -111,28 +111,33 @@ def _exit_with(parent: int, every: float = 0.5) -> None:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Spawn workers with SIGINT ignored from their first instruction.
+def _sigint_blocked() -> Iterator[None]:
+    """Spawn workers with SIGINT blocked from their first instruction.
 
     Ctrl-C in a terminal reaches the whole process group; the main process alone decides
-    what happens (it terminates the pool). A worker's initializer ignores SIGINT too, but a
-    worker still starting up (importing torch) would print a KeyboardInterrupt traceback;
-    a signal ignored by the parent stays ignored in the child, and Python then leaves it so.
+    what happens (it terminates the pool), and a worker ignores SIGINT once its initializer
+    has run. A worker still starting up (importing torch) would otherwise print a
+    KeyboardInterrupt traceback. A blocked signal mask survives fork and exec, so the worker
+    starts with SIGINT held back and its initializer unblocks it after ignoring it. In this
+    process the mask covers only the calling thread: a Ctrl-C now is taken by another thread
+    (or on unblocking) and still interrupts the run.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _init_worker(threads: int, parent: int) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the main process alone decides
     # what happens (it terminates the pool), so workers do not each print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # spawned with SIGINT blocked (_sigint_blocked)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _exit_with(parent)
     torch.set_num_threads(threads)
 
@@ -187,16 +192,19 @@ class ProcessExecutor:
         payload = _dumps(fn)
         if self._pool is None:
             self._pool = self._new_pool(self.workers)
-        with _sigint_ignored():  # submit() spawns the workers
-            futures: dict[Future, int] = {
-                self._pool.submit(_call_pickled, payload, item, self.threads): i
-                for i, item in enumerate(items)}
         broken: list[int] = []
         finished = False
-        try:
+        try:  # from the first submit on: a Ctrl-C anywhere below must stop the workers
+            with _sigint_blocked():  # submit() spawns the workers
+                futures: dict[Future, int] = {
+                    self._pool.submit(_call_pickled, payload, item, self.threads): i
+                    for i, item in enumerate(items)}
             pending = set(futures)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                # A timeout, so this thread looks at signals twice a second: a Ctrl-C that
+                # the kernel handed to another thread (while this one had SIGINT blocked to
+                # spawn workers) would otherwise wait for a piece to finish.
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     try:
                         piece, seconds = fut.result()
@@ -219,7 +227,7 @@ class ProcessExecutor:
         for i in idx:
             pool = self._new_pool(1)
             try:
-                with _sigint_ignored():
+                with _sigint_blocked():
                     fut = pool.submit(_call_pickled, payload, items[i], self.threads)
                 piece, seconds = fut.result()
             except BrokenProcessPool:
@@ -373,12 +381,12 @@ def _ray_cause(e: Exception) -> BaseException:
 Executor = LocalExecutor | ProcessExecutor | RayExecutor
 
 
-def make_executor(name: str = "local", workers: int | None = None, threads: int | None = None,
-                  address: str | None = None, device: torch.device | None = None,
-                  timeout: float = RAY_TIMEOUT) -> Executor:
-    """The executor ``name`` (``local`` | ``process`` | ``ray``), sized to ``workers`` and a
-    thread budget of ``threads`` (default: torch's current thread count); a Ray cluster at
-    ``address`` must answer within ``timeout`` seconds."""
+def check_executor(name: str = "local", workers: int | None = None,
+                   address: str | None = None, timeout: float = RAY_TIMEOUT) -> None:
+    """Raise a one-line UsageError unless ``(name, workers, address, timeout)`` can make an
+    executor; starts nothing (a pool or Ray is started by :func:`make_executor`)."""
+    if name not in EXECUTORS:
+        raise UsageError(f"unknown executor {name!r}; {suggest(name, list(EXECUTORS))}")
     cores = os.cpu_count() or 1
     if workers is not None:
         if workers < 1:
@@ -394,12 +402,17 @@ def make_executor(name: str = "local", workers: int | None = None, threads: int 
         raise UsageError("--address is for --executor ray; add --executor ray or drop it")
     if not timeout > 0:
         raise UsageError(f"--ray-timeout must be a positive number of seconds, got {timeout}")
-    if name == "local":
-        return LocalExecutor(threads)
+
+
+def make_executor(name: str = "local", workers: int | None = None, threads: int | None = None,
+                  address: str | None = None, device: torch.device | None = None,
+                  timeout: float = RAY_TIMEOUT) -> Executor:
+    """The executor ``name`` (``local`` | ``process`` | ``ray``), sized to ``workers`` and a
+    thread budget of ``threads`` (default: torch's current thread count); a Ray cluster at
+    ``address`` must answer within ``timeout`` seconds (:func:`check_executor` first)."""
+    check_executor(name, workers, address, timeout)
     if name == "process":
         return ProcessExecutor(workers, threads)
     if name == "ray":
         return RayExecutor(workers, threads, address, device, timeout)
-    from .studies.base import suggest
-
-    raise UsageError(f"unknown executor {name!r}; {suggest(name, list(EXECUTORS))}")
+    return LocalExecutor(threads)

@@ -10,8 +10,10 @@ verdict.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -102,6 +104,20 @@ def mark_missing(fig: Figure) -> None:
             noted.add(where)
             ax.text(0.5, 0.5, NO_DATA, transform=ax.transAxes, ha="center", va="center",
                     fontsize=9, color="#8a1c1c")
+
+
+@contextlib.contextmanager
+def quiet_numpy() -> Iterator[None]:
+    """Silence numpy's NaN/overflow warnings while figures and findings are made.
+
+    Runs that diverged leave NaN (or huge) values by design; the findings and the report say
+    so in words, so "Mean of empty slice" and "overflow encountered" would only be noise.
+    """
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # matplotlib's note on a log axis of nothing positive: mark_missing handles it
+        warnings.filterwarnings("ignore", "Data has no positive values", UserWarning)
+        yield
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:

@@ -24,10 +24,9 @@ import numpy as np
 
 from .context import code_hash
 from .errors import UsageError
-from .plot import to_png
+from .plot import quiet_numpy, to_png
 from .store import StoredRun, atomic_write_bytes, latest_failure, latest_runs, stored_figures
 from .studies import STUDIES, make_config
-from .studies.base import quiet_numpy
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;

@@ -16,7 +16,8 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ import torch
 from .context import Clock, Context, code_hash
 from .data import identify
 from .data.mnist import resolve_data_dir
-from .errors import ConfigError, DataError
-from .executors import Executor, full_precision, make_executor
-from .plot import to_png
+from .errors import ConfigError, DataError, DeepscopeError, UsageError
+from .executors import RAY_TIMEOUT, Executor, check_executor, full_precision, make_executor
+from .plot import quiet_numpy, to_png
 from .store import (
     StoredRun,
     atomic_write_bytes,
@@ -37,6 +38,7 @@ from .store import (
     encode_arrays,
     exclusive,
     load_run,
+    record_failure,
     remove_file,
     remove_stale_temporaries,
     results_root,
@@ -48,7 +50,6 @@ from .store import (
     write_figures,
 )
 from .studies import STUDIES, Study, make_config, suggest
-from .studies.base import quiet_numpy
 from .version import __version__
 
 
@@ -134,6 +135,122 @@ def plan_study(name: str, scale: str = "default", overrides: Mapping[str, Any] |
                 raise
             identity[need.name] = "absent"
     return Plan(study, cfg, scale, dict(overrides or {}), folder, identity, download)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A whole ``deepscope run`` command, checked: its studies, where results go, where and
+    how the pieces run. :func:`plan_run` makes one or raises one UsageError; after that only a
+    failing study (or a full disk) can stop the command."""
+
+    plans: tuple[Plan, ...]
+    out: Path
+    device: torch.device
+    executor: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    ray_timeout: float = RAY_TIMEOUT
+    threads: int | None = None
+
+
+def plan_run(study: str, scale: str = "default", sets: Mapping[str, Any] | None = None, *,
+             out: str | Path | None = None, device: str | None = "cpu",
+             data_dir: str | Path | None = None, download: bool = False,
+             executor: str = "local", workers: int | None = None, address: str | None = None,
+             ray_timeout: float | None = None, threads: int | None = None) -> RunPlan:
+    """Check everything a ``deepscope run STUDY|all`` command was given, once, before any work:
+    the study names, scale and ``--set`` keys of every study, the data each will read, the
+    device, thread count, executor arguments and the results directory.
+
+    Raises:
+        UsageError: the first thing that is wrong, as one line naming the fix.
+    """
+    names = list(STUDIES) if study == "all" else [get_study(study).name]
+    if threads is not None:
+        most = 4 * (os.cpu_count() or 1)  # beyond this torch only slows down (and eats memory)
+        if not 1 <= threads <= most:
+            raise UsageError(f"--threads must be between 1 and {most} (4 × this machine's "
+                             f"{os.cpu_count()} cores), got {threads}")
+    dev = resolve_device(device)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a readable directory")
+    per_study = sets_per_study(names, dict(sets or {}))
+    plans = tuple(plan_study(n, scale, per_study[n], data_dir, download) for n in names)
+    timeout = RAY_TIMEOUT if ray_timeout is None else ray_timeout
+    check_executor(executor, workers, address, timeout)
+    return RunPlan(plans, writable_root(out), dev, executor, workers, address, timeout, threads)
+
+
+def sets_per_study(names: list[str], sets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``--set`` overrides of each study. With several studies (``run all``) a key must
+    be one every study has: applied to only some, it would change a few studies silently."""
+    if len(names) == 1:
+        return {names[0]: dict(sets)}
+    fields = {n: set(STUDIES[n].Config.__dataclass_fields__) for n in names}
+    common = sorted(set.intersection(*fields.values()))
+    for key in sets:
+        having = [n for n in names if key in fields[n]]
+        if len(having) == len(names):
+            continue
+        hint = (f"only {', '.join(having)} {'has' if len(having) == 1 else 'have'} it; run "
+                f"{'it' if len(having) == 1 else 'them'} by name (deepscope run {having[0]} "
+                f"--set {key}=…)" if having else suggest(key, common) if common else
+                "no study has it")
+        raise ConfigError(f"--set {key}=… with `run all` must apply to every study, but {hint}"
+                          " (see `deepscope show STUDY`)")
+    return {n: dict(sets) for n in names}
+
+
+def writable_root(out: str | Path | None) -> Path:
+    """The results directory ``--out``, created and writable, or a one-line UsageError."""
+    root = results_root(out)
+    safe_dir(root)
+    if not os.access(root, os.W_OK):
+        raise UsageError(f"results directory {root} is not writable; choose another with --out")
+    return root
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one study of a command ended: its stored run, or the error that stopped it."""
+
+    plan: Plan
+    run: StoredRun | None
+    error: Exception | None
+    seconds: float
+
+
+def run_plan(plan: RunPlan, progress: bool | None = None) -> Iterator[Outcome]:
+    """Run the studies of ``plan`` one after another on one executor, yielding each outcome.
+
+    A study that fails does not stop the others: its error is recorded in the store (the
+    report shows it) and yielded. A UsageError (a link in the store, a full disk) stops the
+    command. The executor's workers are shut down at the end, however it ends.
+    """
+    if plan.threads is not None:
+        torch.set_num_threads(plan.threads)
+    executor = make_executor(plan.executor, plan.workers, address=plan.address,
+                             device=plan.device, timeout=plan.ray_timeout)
+    clock = Clock(studies=len(plan.plans))
+    try:
+        for p in plan.plans:
+            t0 = time.perf_counter()
+            try:
+                run = run_study(p, out=plan.out, device=plan.device, executor=executor,
+                                progress=progress, clock=clock)
+            except UsageError:
+                raise
+            except Exception as e:  # one study failing must not stop the others
+                if not isinstance(e, DeepscopeError):  # ours say all there is in one line
+                    traceback.print_exc()
+                record_failure(plan.out, p.study.name, e, p.scale)
+                yield Outcome(p, None, e, time.perf_counter() - t0)
+            else:
+                yield Outcome(p, run, None, run.meta["seconds"])
+            finally:
+                clock.done += 1
+    finally:
+        executor.close()
 
 
 def run_study(

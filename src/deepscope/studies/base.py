@@ -13,20 +13,17 @@ fields ("did you mean ...?") and parses every value by the field's declared type
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
 import math
 import types
 import typing
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, suggest
 
 SCALE_NAMES = ("quick", "default", "full")
 _UNIONS = (typing.Union, types.UnionType)
@@ -104,14 +101,6 @@ class Study:
     def summary(self) -> str:
         """First line of the study module's docstring."""
         return self.question.strip().splitlines()[0] if self.question else ""
-
-
-def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or the list of choices."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "choose from " + ", ".join(choices)
 
 
 def _parse(text: str, typ: Any, key: str) -> Any:
@@ -338,15 +327,3 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-@contextlib.contextmanager
-def quiet_numpy() -> Iterator[None]:
-    """Silence numpy's NaN/overflow warnings while figures and findings are made.
-
-    Runs that diverged leave NaN (or huge) values by design; the findings and the report say
-    so in words, so "Mean of empty slice" and "overflow encountered" would only be noise.
-    """
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # matplotlib's note on a log axis of nothing positive: plot.mark_missing handles it
-        warnings.filterwarnings("ignore", "Data has no positive values", UserWarning)
-        yield
