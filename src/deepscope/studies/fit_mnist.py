@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import plot as P
 from ..context import Context
-from ..data.mnist import IMAGE_SETS
+from ..data.images import IMAGE_SETS
 from ..errors import DataError
 from ..models import cnn, cnn_channels, count_params
 from ..train import train
