@@ -26,7 +26,8 @@ from .context import code_hash
 from .errors import UsageError
 from .plot import quiet_numpy, to_png
 from .store import StoredRun, atomic_write_bytes, latest_failure, latest_runs, stored_figures
-from .studies import STUDIES, make_config
+from .studies import STUDIES
+from .studies.base import stored_config
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;
@@ -116,7 +117,7 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
                          f"<code>deepscope run {_e(name)}</code>.</p>")
         return "\n".join(parts)
     try:
-        cfg = make_config(study, "default", run.config)
+        cfg = stored_config(study, run.config)
         with quiet_numpy():
             findings = study.findings(run.result, cfg)
             literature = _literature(study, run.result, cfg)

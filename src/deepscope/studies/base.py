@@ -195,6 +195,17 @@ def make_config(study: Study, scale: str = "default", overrides: Mapping[str, An
         raise ConfigError(f"{study.name}: {e}") from e
 
 
+def stored_config(study: Study, config: Mapping[str, Any]):
+    """The study's config as a run stored it in ``config.json``, rebuilt without re-reading
+    scales or overrides: JSON lists become the tuples they were.
+
+    Raises:
+        TypeError, ValueError: the stored config does not fit this version's ``Config``.
+    """
+    return study.Config(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in config.items()})
+
+
 def config_fields(study: Study) -> list[tuple[str, str, Any, str]]:
     """``(name, type, default, doc)`` of every config field; doc from the field metadata."""
     hints = typing.get_type_hints(study.Config)
