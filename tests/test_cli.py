@@ -111,3 +111,20 @@ def test_the_suite_clock_estimates_what_is_left():
     assert line.startswith("x 1/2 pieces, 10 s, ETA 10 s · suite 1/4 studies, 1 m 40 s, ")
     assert line.endswith("ETA ~2 m 46 s")
     assert Clock().line("y", 0, 3, study_started=now).endswith("ETA ?")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_threads_wait_passively_unless_the_user_says_otherwise(given, expected):
+    """Set before torch starts OpenMP, so idle threads sleep instead of spinning (a spinning
+    pool made a study 7× slower beside other work); a user's own setting is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, deepscope; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == expected
