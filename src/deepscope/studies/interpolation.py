@@ -34,11 +34,20 @@ below, inconclusive when it includes 0; pairs with an endpoint that missed the c
 left out. The learning-rate pair is reported the same way (larger rates are expected to find
 flatter minima, Jastrzębski et al., 2018).
 
-Why these defaults: the sweep's (``sensitivity``): 4 096 images, width 128, Adam at lr 1e-3,
-criterion 0.05, 3 seeds; batch 64 vs 1 024 as in STUDIES.md; lr 1e-2 at batch 256 reached the
-criterion in 6 epochs (96 steps) against 28 epochs at lr 1e-3 (measured). 31 α values (steps
-of 0.1), 8 directions per endpoint (their curvatures vary by 20–50 % from one direction to the
-next, measured; the mean of 8 is within about 15 %).
+Why these defaults (measured on 2 busy CPU cores, one thread): the sweep's (``sensitivity``):
+4 096 images, width 128, Adam at lr 1e-3, criterion 0.05, 3 seeds, so the batch pair and
+the lr pair's model 1 come from the cache in ``deepscope run all``; batch 64 vs 1 024 as in
+STUDIES.md; lr 1e-2 at batch 256 reached the criterion in 96 steps against 448 at lr 1e-3.
+31 α values (steps of 0.1). 8 directions per endpoint: the curvature along single
+directions varies with a coefficient of variation of 0.20–0.47 between directions, so the
+mean of 8 is known to 7–17 % (relative standard error), against a factor of about 2 between
+the endpoints of a pair. The old design's endpoints were not at the bottom of the line: the
+small-batch model (train loss 0.009) had 0.0055 at α = −0.2, 39 % lower. Trained to the
+common criterion, the lowest loss within 0.5 in α of an endpoint is 0–5 % below the
+endpoint's (medians over pairs), 0.1–0.2 beyond it: the endpoints are near the bottom of the
+line but, stopped at a criterion rather than at a minimum, still on a gentle slope — which is
+why the verdict rests on the symmetric second derivative, not on the rise of the line beyond
+each endpoint.
 """
 
 from __future__ import annotations
