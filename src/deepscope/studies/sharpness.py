@@ -30,8 +30,8 @@ loss (a lower cross-entropy alone lowers the curvature).
 Why these defaults: those of ``sensitivity`` (the same models, trained once). The probes run
 on 2 048 of the 4 096 training images (the same for every model): 10 ascent steps from δ = 0
 per ε (a random start changed φ(1e-3) in 1 of 5 models, by 6 %), Lanczos to tolerance 1e-3
-(20 Hessian-vector products) and 30 for the Hutch++ trace — about 4 s per model on a busy
-core, 15 models.
+(20 Hessian-vector products) and 30 for the Hutch++ trace: 35 s of CPU time for the 15
+models (one thread).
 """
 
 from __future__ import annotations
