@@ -35,19 +35,19 @@ left out. The learning-rate pair is reported the same way (larger rates are expe
 flatter minima, Jastrzębski et al., 2018).
 
 Why these defaults (measured on 2 busy CPU cores, one thread): the sweep's (``sensitivity``):
-4 096 images, width 128, Adam at lr 1e-3, criterion 0.05, 3 seeds, so the batch pair and
+4 096 images, width 128, Adam at lr 1e-3, criterion 0.05, 5 seeds, so the batch pair and
 the lr pair's model 1 come from the cache in ``deepscope run all``; batch 64 vs 1 024 as in
 STUDIES.md; lr 1e-2 at batch 256 reached the criterion in 96 steps against 448 at lr 1e-3.
-31 α values (steps of 0.1). 8 directions per endpoint: the curvature along single
-directions varies with a coefficient of variation of 0.20–0.47 between directions, so the
-mean of 8 is known to 7–17 % (relative standard error), against a factor of about 2 between
-the endpoints of a pair. The old design's endpoints were not at the bottom of the line: the
-small-batch model (train loss 0.009) had 0.0055 at α = −0.2, 39 % lower. Trained to the
-common criterion, the lowest loss within 0.5 in α of an endpoint is 0–5 % below the
-endpoint's (medians over pairs), 0.1–0.2 beyond it: the endpoints are near the bottom of the
-line but, stopped at a criterion rather than at a minimum, still on a gentle slope — which is
-why the verdict rests on the symmetric second derivative, not on the rise of the line beyond
-each endpoint.
+31 α values (steps of 0.1). 8 directions per endpoint: the curvature along single directions
+varies with a coefficient of variation of 0.20–0.72 between directions, so the mean of 8 is
+known to 7–26 % (relative standard error), against a factor of about 2 between the endpoints
+of a pair (1.6–2.1 for the batch pair, 0.35–0.52 for the lr pair). The old design's
+endpoints were not at the bottom of the line: the small-batch model (train loss 0.009) had
+0.0055 at α = −0.2, 39 % lower. Trained to the common criterion, the lowest loss within 0.5
+in α of an endpoint is 0–4 % below the endpoint's (medians over pairs), 0.1 beyond it: the
+endpoints are near the bottom of the line but, stopped at a criterion rather than at a
+minimum, still on a gentle slope — which is why the verdict rests on the symmetric second
+derivative, not on the rise of the line beyond each endpoint.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Config:
     target_loss: float = field(0.05, "criterion: training cross-entropy at most this")
     max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)")
     max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)")
-    seeds: int = field(3, "pairs: shared initialisations")
+    seeds: int = field(5, "pairs: shared initialisations")
     small_batch: int = field(64, "batch size of model 1 in the batch pair")
     large_batch: int = field(1024, "batch size of model 2 in the batch pair")
     large_lr: float = field(1e-2, "learning rate of model 2 in the lr pair")
@@ -257,8 +257,9 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
         ax.set(xlabel="t   (θ + t·d, d filter-normalised)", ylabel="training loss − L(θ)",
                title=f"{name} pair: curvature ratio model 2 / model 1 "
                      f"{_ratio_text(ratio_ci(result, name)).split(' (')[0]}")
-        ax.legend(fontsize=7, title=f"mean over {cfg.curve_directions} directions, {stat}",
-                  title_fontsize=7)
+        ax.legend(fontsize=7, title=f"mean over {cfg.curve_directions} directions, {stat}"
+                  f"\n({int(ok.sum())} of {len(ok)} pairs at the criterion; the rest left "
+                  "out)", title_fontsize=7)
     fig.suptitle("loss along filter-normalised random directions around each endpoint "
                  "(Li et al., 2018)", fontsize=9)
     figs["filter-normalised"] = fig
