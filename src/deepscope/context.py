@@ -4,7 +4,9 @@ A study's ``run(cfg, ctx)`` is a straight line of code. Whatever it can split in
 pieces — seeds, depths, widths, batch sizes — it hands to ``ctx.map(fn, items)``, which
 
 * caches each finished piece in ``cache/HASH.npz`` under a hash of (study, config, function,
-  item), so an interrupted run resumes without recomputing what was done;
+  item), so an interrupted run resumes without recomputing what was done — or, with
+  ``scope=``, of (scope, function, item), so pieces that several studies need (the models of
+  one training sweep) are computed once and found by every study that names the same scope;
 * runs them on the context's executor — in this process, a local process pool or a Ray
   cluster (:mod:`deepscope.executors`) — with one progress bar over the pieces;
 * records the seconds each piece took, for ``meta.json``.
@@ -103,8 +105,8 @@ class Context:
     """Where and how a study runs.
 
     Attributes:
-        study: name of the running study (part of every cache key).
-        config: the study's config as a dict (part of every cache key).
+        study: name of the running study (part of every cache key without a ``scope``).
+        config: the study's config as a dict (part of every cache key without a ``scope``).
         device: torch device for data, models and probes.
         cache_dir: where pieces are cached; ``None`` disables caching.
         data_dir: directory of IDX files (``--data-dir``), else the default search order.
@@ -146,26 +148,34 @@ class Context:
         kwargs.setdefault("download", self.download)
         return data_mod.load(name, data_dir=self.data_dir, **kwargs).to(device=self.device)
 
-    def _key(self, fn: Callable, item: Any) -> str:
-        """Hash of everything a piece's result depends on: study, config, the function, the
-        source code (a fixed bug is never served from the cache), the item, the contents of
-        the data it reads (not the path it was named by) and the device."""
+    def _key(self, fn: Callable, item: Any, scope: Any = None) -> str:
+        """Hash of everything a piece's result depends on: study and config (or, instead of
+        both, the ``scope`` the caller names), the function, the source code (a fixed bug is
+        never served from the cache), the item, the contents of the data it reads (not the
+        path it was named by) and the device."""
+        owner = ({"study": self.study, "config": dict(self.config)} if scope is None
+                 else {"scope": scope})
         text = json.dumps(
-            {"study": self.study, "config": dict(self.config),
-             "fn": f"{fn.__module__}.{fn.__qualname__}", "code": _source_hash(fn.__module__),
-             "item": item, "data": dict(self.data_identity), "device": str(self.device)},
+            {**owner, "fn": f"{fn.__module__}.{fn.__qualname__}",
+             "code": _source_hash(fn.__module__), "item": item,
+             "data": dict(self.data_identity), "device": str(self.device)},
             sort_keys=True, default=repr,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
-    def map(self, fn: Callable[[Any], Piece], items: Iterable[Any], desc: str = "") -> list[Piece]:
+    def map(self, fn: Callable[[Any], Piece], items: Iterable[Any], desc: str = "",
+            scope: Any = None) -> list[Piece]:
         """``[fn(item) for item in items]``, each piece cached, run on this context's executor.
 
         ``fn`` must be a pure function of its item (and the study config): the cache key is
         built from its qualified name, the source code (deepscope's and its module's) and the
-        item's JSON form. Pieces found in the cache are loaded (a damaged one is recomputed);
-        the rest go to the executor and are cached as each one finishes, so an interrupted or
-        failing run keeps every finished piece. Members that diverged inside a piece
+        item's JSON form. ``scope`` (any JSON-able value, e.g. ``("batch-sweep", {training
+        settings})``) replaces the study and its config in the key: ``fn`` must then be a
+        pure function of its item and the scope alone, and every study that maps the same
+        function over the same items with an equal scope shares the pieces — ``deepscope run
+        all`` computes them once. Pieces found in the cache are loaded (a damaged one is
+        recomputed); the rest go to the executor and are cached as each one finishes, so an
+        interrupted or failing run keeps every finished piece. Members that diverged inside a piece
         (:class:`~deepscope.errors.DivergenceWarning`) are listed in ``self.diverged``,
         whichever executor ran the piece, and also when the piece comes from the cache.
 
@@ -174,7 +184,7 @@ class Context:
         """
         items = list(items)
         out: list[Piece | None] = [None] * len(items)
-        paths = [self.cache_dir / f"{self._key(fn, item)}.npz" if self.cache_dir else None
+        paths = [self.cache_dir / f"{self._key(fn, item, scope)}.npz" if self.cache_dir else None
                  for item in items]
         for i, path in enumerate(paths):
             if path is None:
