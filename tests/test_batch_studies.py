@@ -10,13 +10,12 @@ import pytest
 
 from deepscope import STUDIES
 from deepscope.context import Context
-from deepscope.plot import to_png
+from deepscope.plot import quiet_numpy, to_png
 from deepscope.runner import run_study
 from deepscope.studies import common, make_config
 from deepscope.studies import interpolation as interp
 from deepscope.studies import sensitivity as sens
 from deepscope.studies import sharpness as sharp
-from deepscope.studies.base import quiet_numpy
 
 CALLS: list[int] = []
 
