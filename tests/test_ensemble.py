@@ -36,7 +36,7 @@ def test_stacked_members_compute_what_each_model_computes(kind, batching):
     members = _members(kind)
     x, y = _inputs(kind)
     ens = Ensemble(members, F.cross_entropy, dtype=torch.float64, batching=batching)
-    assert (ens.M, ens.P) == (3, ds.count_params(members[0]))
+    assert ens.M == 3 and ds.count_params(members[0]) == ens.P
     assert torch.equal(ens.theta(), get_thetas(members))  # the flat θ order of params.py
     out = ens.outputs(x)
     losses = ens.losses(x, y, shared=True)

@@ -186,17 +186,17 @@ def train(models: Sequence[nn.Module] | nn.Module, data: Data, *, optimizer: str
             # and snapshots at every later epoch, so they are repeated instead of recomputed.
             log.repeat_frozen(epoch)
             break
-        if not log.training():  # all diverged (or done, recording steps): steps are NaN
+        if log.training():
+            for xb, yb in _epoch_batches(d, None if full_batch else batch_size, gens):
+                stepper.zero_grad()
+                losses = ens.losses(xb, yb, shared=full_batch)  # (M,)
+                losses.sum().backward()
+                log.check_divergence(losses, epoch)
+                stepper.step(log.alive)
+                if record_steps:
+                    log.step(losses, ens.grad_norm())
+        else:  # all diverged (or done, recording steps): no step taken, the trace keeps its shape
             log.nan_steps(1 if full_batch else -(-n // batch_size), record_steps)
-        for xb, yb in _epoch_batches(d, None if full_batch else batch_size, gens,
-                                     log.training()):
-            stepper.zero_grad()
-            losses = ens.losses(xb, yb, shared=full_batch)  # (M,)
-            losses.sum().backward()
-            log.check_divergence(losses, epoch)
-            stepper.step(log.alive)
-            if record_steps:
-                log.step(losses, ens.grad_norm())
         log.record(epoch)
     ens.write_back(models)  # the members leave holding their trained parameters
     return log.trace(time.perf_counter() - start)
@@ -228,13 +228,10 @@ def _check_arguments(models: list[nn.Module], lr: float | Sequence[float], epoch
     return lrs
 
 
-def _epoch_batches(d: Data, batch_size: int | None, gens: list[torch.Generator],
-                   training: bool) -> Iterator[tuple[Tensor, Tensor]]:
+def _epoch_batches(d: Data, batch_size: int | None,
+                   gens: list[torch.Generator]) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch's batches: the full set ``(N, ...)`` (``batch_size`` None), or per-member
-    shuffled slices ``(M, B, ...)``, each member's order from its own generator. None when no
-    member is ``training`` (no generator advances)."""
-    if not training:
-        return
+    shuffled slices ``(M, B, ...)``, each member's order from its own generator."""
     if batch_size is None:
         yield d.x_train, d.y_train
         return
