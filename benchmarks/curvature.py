@@ -25,14 +25,14 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, vmap
 from torch.func import hessian as func_hessian
+from torch.func import vmap
 
 import deepscope as ds
-from deepscope.params import objective, unflatten
+from deepscope.params import get_thetas, objective, theta_loss
 from deepscope.probes import linalg
 from deepscope.probes.critical import find_critical_point
-from deepscope.probes.hessian import _stacked_theta, ensemble_hessians, hvp
+from deepscope.probes.hessian import ensemble_hessians, hvp
 
 
 def clock(fn) -> float:
@@ -118,10 +118,11 @@ def critical_and_hessians(rounds: int) -> None:
     print(f"   all members at once                   {tv:7.2f} s   {tl / tv:5.1f}×\n")
 
     ms = members()
-    stacked, like = _stacked_theta(ms, torch.float64)
+    stacked = get_thetas(ms).to(torch.float64)
+    loss = theta_loss(ms[0], F.mse_loss)
 
     def f(theta):
-        return F.mse_loss(functional_call(ms[0], unflatten(theta, like), (batch[0],)), batch[1])
+        return loss(theta, *batch)
 
     def ours():
         torch.linalg.eigvalsh(ensemble_hessians(ms, F.mse_loss, batch))

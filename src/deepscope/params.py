@@ -11,7 +11,7 @@ Shapes: ``P`` is the number of parameters; an ensemble of ``M`` members stacks �
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,40 @@ def set_theta(model: nn.Module, theta: Tensor) -> None:
             own[k].copy_(v)
 
 
+def get_thetas(models: Sequence[nn.Module]) -> Tensor:
+    """The flat θ of members of one architecture, stacked: ``(M, P)``, a detached copy."""
+    return torch.stack([flatten(param_dict(m)) for m in models])
+
+
+def theta_forward(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """``out(θ, x) = model_θ(x)``: the model's output as a function of flat θ ``(P,)``.
+
+    The one place a flat vector is called as a model. Buffers and frozen parameters are held
+    at their current values; the model is evaluated in the mode it is in (call
+    ``model.eval()`` first if it has dropout). ``torch.func`` transforms apply directly;
+    ``vmap`` over θ ``(M, P)`` runs M parameter vectors of one architecture at once.
+    """
+    like = param_dict(model)
+    fixed = {**dict(model.named_buffers()),
+             **{k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}}
+
+    def forward(theta: Tensor, x: Tensor) -> Tensor:
+        return functional_call(model, {**unflatten(theta, like), **fixed}, (x,))
+
+    return forward
+
+
+def theta_loss(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
+               ) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``f(θ, x, y) = loss_fn(model_θ(x), y)`` (see :func:`theta_forward`)."""
+    forward = theta_forward(model)
+
+    def f(theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        return loss_fn(forward(theta, x), y)
+
+    return f
+
+
 def objective(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -72,13 +106,10 @@ def objective(
     are held fixed at their current values; the model is evaluated as it is (call
     ``model.eval()`` first if it has dropout).
     """
-    like = param_dict(model)
-    # Buffers and frozen parameters are held at their current values.
-    fixed = {**dict(model.named_buffers()),
-             **{k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}}
+    loss = theta_loss(model, loss_fn)
     x, y = batch
 
     def f(theta: Tensor) -> Tensor:
-        return loss_fn(functional_call(model, {**unflatten(theta, like), **fixed}, (x,)), y)
+        return loss(theta, x, y)
 
-    return f, flatten(like).clone()
+    return f, get_theta(model)

@@ -2,10 +2,12 @@
 
 Eight PCA runs, a hundred minimal-ratio runs and five seeds of a function fit are the same
 computation repeated over members that differ only in their initialisation and batch order.
-``train`` therefore always trains a stack of ``M`` members at once:
+``train`` therefore always trains a stack of ``M`` members at once, on the ensemble core
+(:class:`deepscope.ensemble.Ensemble`, shared with the probes):
 
 * each parameter of the architecture is one leaf tensor of shape ``(M, *shape)`` holding that
-  parameter of every member (``torch.func.stack_module_state``);
+  parameter of every member (``torch.func.stack_module_state``, in a layout the optimiser
+  steps fast: see :mod:`deepscope.ensemble`);
 * the per-member losses ``L_m`` come from ``vmap(functional_call)`` over the leading
   dimension, and one ``backward()`` of ``Σ_m L_m`` gives every member its own gradient at once,
   because the members share no parameters (∂/∂θ_m Σ_k L_k = ∇L_m);
@@ -27,27 +29,40 @@ accuracy on the full train and test sets (eval mode, ``no_grad``, the same funct
 optionally the loss and gradient norm of every step, and optionally θ snapshots (the flat
 vector of :mod:`deepscope.params`). All other probes are applied to the trained models
 afterwards.
+
+The loop in :func:`train` is short; its pieces are named helpers below it: argument checks,
+the epoch's batches, the evaluation, the optimiser step with per-member rates and frozen
+members (:class:`_Stepper`), and the records with the divergence and ``until`` bookkeeping
+(:class:`_Recorder`).
+
+* ``until``: a member that meets the criterion at an evaluation is frozen from then on (its θ,
+  so its later metrics, stay as they were) and its ``reached_epoch`` recorded; training ends
+  early once no member is still training, and the remaining evaluations and snapshots repeat
+  the frozen values — exactly what continuing would record.
+* ``eval_batch_size`` defaults to the training batch size: chunks much larger than the
+  training batch would allocate buffers the training never needed. On Linux, buffers over
+  32 MB are fresh ``mmap`` pages each time, and evaluation in 1024-image chunks spent as much
+  time in page faults as in arithmetic (measured: 12.4 s system time of 13.9 s).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from .data import Data
+from .ensemble import Ensemble, check_members
 from .errors import DivergenceWarning
-from .params import flatten_batched, param_dict
 
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": F.mse_loss,
@@ -106,96 +121,14 @@ def _make_optimizer(name: str, leaves: list[Tensor], lr: float, momentum: float,
 # --- the loop ----------------------------------------------------------------------------
 
 
-def _stacked_leaf(params: list[Tensor], device: torch.device, dtype: torch.dtype,
-                  channels_last: bool = False) -> Tensor:
-    """Stack one parameter of every member into a leaf; matrices are stored transposed.
-
-    A weight matrix ``W`` of shape (M, out, in) is kept as the contiguous leaf ``Wᵀ`` of shape
-    (M, in, out) and handed to the model as the view ``Wᵀ.mT``. Under ``vmap``, ``linear``
-    becomes ``x @ Wᵀ``, whose gradient with respect to ``Wᵀ`` is the contiguous product
-    ``xᵀ @ ∂L/∂y``: it becomes ``.grad`` as it is. With the plain (M, out, in) leaf autograd
-    would have to copy the transposed gradient into the leaf's layout every step (measured:
-    12 % of a step for 8 members of a 784-256-256-10 MLP), and a fused optimiser needs
-    contiguous leaves. Element-wise optimisers do not care which way round a matrix is.
-
-    With ``channels_last``, 2-d convolution filters (M, out, in, kh, kw) are stored as
-    (M, out, kh, kw, in), so every member's filter is a channels-last tensor: oneDNN then runs
-    the whole net channels-last, and max-pooling in that layout is 15× faster on the CPU
-    (measured with 32×28×28 maps; a 2-block CNN's training step 2.0×, its evaluation 3.9×).
-    """
-    stacked = torch.stack(params).to(device=device, dtype=dtype)
-    if stacked.dim() == 3:  # matrices, and only matrices: see _as_params
-        stacked = stacked.mT.contiguous()
-    elif stacked.dim() == 5 and channels_last:
-        stacked = _channels_last(stacked)
-    return stacked.requires_grad_(True)
-
-
-def _channels_last(t: Tensor) -> Tensor:
-    """``t`` (..., C, H, W) copied into (..., H, W, C) storage and viewed back as (..., C, H, W).
-
-    Unlike ``t.contiguous(memory_format=torch.channels_last)``, this also re-strides a
-    single-channel tensor (stride 1 on C), which is what makes oneDNN choose channels-last for
-    MNIST's one input channel.
-    """
-    n = t.dim()
-    to_last = (*range(n - 3), n - 2, n - 1, n - 3)
-    to_first = (*range(n - 3), n - 1, n - 3, n - 2)
-    buf = t.new_empty([t.shape[i] for i in to_last])
-    return buf.copy_(t.permute(to_last)).permute(to_first)
-
-
-def _fixed_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
-    """Buffers and frozen parameters: passed to the model, never trained."""
-    frozen = [(k, p.detach()) for k, p in model.named_parameters() if not p.requires_grad]
-    return frozen + [(k, b) for k, b in model.named_buffers()]
-
-
-def _as_params(leaves: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The stacked parameters ``{name: (M, *shape)}`` as views of the leaves."""
-    return {k: v.mT if v.dim() == 3 else v for k, v in leaves.items()}
-
-
-def _check_members(models: Sequence[nn.Module]) -> None:
-    if not models:
-        raise ValueError("train() needs at least one model")
-    shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
-    if any(s != shapes[0] for s in shapes):
-        raise ValueError(
-            "all members must share one architecture (a width sweep is a loop over ensembles)"
-        )
-    for m in models:
-        for mod in m.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm | nn.Dropout):
-                raise ValueError(
-                    f"{type(mod).__name__} is not supported by the vectorised trainer: its "
-                    "buffers/randomness would be shared across members; remove it"
-                )
-
-
-def train(
-    models: Sequence[nn.Module] | nn.Module,
-    data: Data,
-    *,
-    optimizer: str = "adam",
-    lr: float | Sequence[float] = 1e-3,
-    epochs: int = 10,
-    batch_size: int | None = None,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    loss: str | None = None,
-    seed: int = 0,
-    record_steps: bool = False,
-    snapshot_every: int | None = None,
-    eval_every: int = 1,
-    until: tuple[str, float] | None = None,
-    eval_batch_size: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device | None = None,
-    member_batching: str = "auto",
-    progress: bool | None = None,
-    desc: str = "train",
-) -> Trace:
+def train(models: Sequence[nn.Module] | nn.Module, data: Data, *, optimizer: str = "adam",
+          lr: float | Sequence[float] = 1e-3, epochs: int = 10, batch_size: int | None = None,
+          momentum: float = 0.0, weight_decay: float = 0.0, loss: str | None = None,
+          seed: int = 0, record_steps: bool = False, snapshot_every: int | None = None,
+          eval_every: int = 1, until: tuple[str, float] | None = None,
+          eval_batch_size: int | None = None, dtype: torch.dtype = torch.float32,
+          device: str | torch.device | None = None, member_batching: str = "auto",
+          progress: bool | None = None, desc: str = "train") -> Trace:
     """Train ``M`` models of one architecture at once; they hold the trained θ afterwards.
 
     Args:
@@ -217,39 +150,74 @@ def train(
         snapshot_every: record θ of every member every this many epochs (and at epoch 0).
         eval_every: evaluate the full train and test sets every this many epochs (and at
             initialisation and the last epoch); 0 never evaluates (for timing training alone).
-        until: a training criterion, ``("train_loss", target)`` (per-sample mean training
-            loss ≤ target) or ``("train_acc", target)`` (training accuracy ≥ target), checked
-            at every evaluation: a member that meets it is frozen from then on (its θ, so its
-            later metrics, stay as they were) and its ``reached_epoch`` recorded; training
-            ends early once no member is still training (the remaining evaluations and
-            snapshots repeat the frozen values, exactly what continuing would record).
+        until: ``("train_loss", target)`` (per-sample mean training loss ≤ target) or
+            ``("train_acc", target)`` (training accuracy ≥ target), checked at every
+            evaluation; each member is frozen once it meets it (module docstring).
         eval_batch_size: samples per evaluation chunk; default the training batch size (the
-            full set for full-batch training). Chunks much larger than the training batch
-            would allocate buffers the training never needed: on Linux, buffers over 32 MB are
-            fresh ``mmap`` pages each time, and evaluation in 1024-image chunks spent as much
-            time in page faults as in arithmetic (measured: 12.4 s system time of 13.9 s).
+            full set for full-batch training; see the module docstring).
         dtype: ``torch.float32`` or ``torch.float64`` for parameters and inputs.
         device: where to train; default the models' device.
-        member_batching: ``"vmap"`` (one batched call for all members), ``"loop"`` (one call
-            per member, same Θ, one backward) or ``"auto"``: loop for convolutional models on
-            the CPU, where it is faster, vmap otherwise.
+        member_batching: ``"vmap"``, ``"loop"`` or ``"auto"`` (loop for convolutional models
+            on the CPU, where it is faster): :class:`~deepscope.ensemble.Ensemble`.
         progress: show a progress bar (default: when stderr is a terminal).
 
     Returns:
         A :class:`Trace`. A member whose loss becomes NaN/inf stops updating from that step on;
         its ``diverged_epoch`` is set, its later metrics are NaN, and a warning names it.
     """
-    n_members = 1 if isinstance(models, nn.Module) else len(models)
-    lrs = [float(lr)] * n_members if isinstance(lr, int | float) else [float(v) for v in lr]
     models = [models] if isinstance(models, nn.Module) else list(models)
-    _check_members(models)
+    lrs = _check_arguments(models, lr, epochs, eval_every, batch_size, until)
+    loss_fn = LOSSES[loss or ("mse" if data.task == "regression" else "cross_entropy")]
+    start = time.perf_counter()
+    ens = Ensemble(models, loss_fn, dtype=dtype, device=device, batching=member_batching)
+    d = data.to(device=ens.device, dtype=dtype)
+    n = d.x_train.shape[0]
+    full_batch = batch_size is None or batch_size >= n
+    eval_batch_size = eval_batch_size or (n if full_batch else batch_size)
+    log = _Recorder(ens, partial(_metrics, ens, d, eval_batch_size), until, lrs,
+                    _Schedule(epochs, eval_every, snapshot_every))
+    stepper = _Stepper(ens, optimizer, lrs, momentum, weight_decay)
+    gens = [batch_generator(seed, m) for m in range(ens.M)]
+    log.record(0)
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False,
+                      disable=None if progress is None else not progress):
+        if until is not None and not record_steps and not log.training():
+            # Every member met the criterion (or diverged): frozen θ gives the same metrics
+            # and snapshots at every later epoch, so they are repeated instead of recomputed.
+            log.repeat_frozen(epoch)
+            break
+        if log.training():
+            for xb, yb in _epoch_batches(d, None if full_batch else batch_size, gens):
+                stepper.zero_grad()
+                losses = ens.losses(xb, yb, shared=full_batch)  # (M,)
+                losses.sum().backward()
+                log.check_divergence(losses, epoch)
+                stepper.step(log.alive)
+                if record_steps:
+                    log.step(losses, ens.grad_norm())
+        else:  # all diverged (or done, recording steps): no step taken, the trace keeps its shape
+            log.nan_steps(1 if full_batch else -(-n // batch_size), record_steps)
+        log.record(epoch)
+    ens.write_back(models)  # the members leave holding their trained parameters
+    return log.trace(time.perf_counter() - start)
+
+
+# --- the pieces of the loop -----------------------------------------------------------------
+
+
+def _check_arguments(models: list[nn.Module], lr: float | Sequence[float], epochs: int,
+                     eval_every: int, batch_size: int | None,
+                     until: tuple[str, float] | None) -> list[float]:
+    """Validate ``train``'s arguments; return the learning rate of each member."""
+    lrs = [float(lr)] * len(models) if isinstance(lr, int | float) else [float(v) for v in lr]
+    check_members(models)
     if epochs < 0 or eval_every < 0:
         raise ValueError(f"epochs and eval_every must be ≥ 0, got {epochs} and {eval_every}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1 or None (full batch), got {batch_size}")
-    if len(lrs) != n_members or not all(math.isfinite(v) and v > 0 for v in lrs):
+    if len(lrs) != len(models) or not all(math.isfinite(v) and v > 0 for v in lrs):
         raise ValueError(f"lr must be a positive finite number or one per member "
-                         f"({n_members}), got {lr}")
+                         f"({len(models)}), got {lr}")
     if until is not None:
         if (not isinstance(until, tuple) or len(until) != 2
                 or until[0] not in ("train_loss", "train_acc")):
@@ -257,229 +225,187 @@ def train(
                              f"got {until!r}")
         if not eval_every:
             raise ValueError("until is checked at evaluations: it needs eval_every ≥ 1")
-    loss = loss or ("mse" if data.task == "regression" else "cross_entropy")
-    loss_fn = LOSSES[loss]
-    classify = data.task == "classification"
-    device = torch.device(device) if device is not None else next(models[0].parameters()).device
+    return lrs
 
-    start = time.perf_counter()
-    M = len(models)
-    base = copy.deepcopy(models[0]).to("meta")
-    if member_batching == "auto":
-        has_conv = any(isinstance(mod, nn.modules.conv._ConvNd) for mod in base.modules())
-        member_batching = "loop" if has_conv and device.type == "cpu" else "vmap"
-    if member_batching not in ("vmap", "loop"):
-        raise ValueError(f"member_batching must be 'auto', 'vmap' or 'loop', "
-                         f"got {member_batching!r}")
-    # Θ: one leaf per parameter holding it for all members, in module order (= flat θ order).
-    store = {k: _stacked_leaf([param_dict(m)[k] for m in models], device, dtype,
-                              channels_last=member_batching == "loop" and device.type == "cpu")
-             for k in param_dict(models[0])}
-    leaves = list(store.values())
-    # Buffers (and frozen parameters) ride along unchanged, stacked like the parameters.
-    fixed = {k: torch.stack([dict(_fixed_tensors(m))[k] for m in models]).to(
-                 device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-             for k, v in _fixed_tensors(models[0])}
 
-    def stacked() -> dict[str, Tensor]:
-        return {**_as_params(store), **fixed}
-    d = data.to(device=device, dtype=dtype)
-    x_tr, y_tr, N = d.x_train, d.y_train, d.x_train.shape[0]
+def _epoch_batches(d: Data, batch_size: int | None,
+                   gens: list[torch.Generator]) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch's batches: the full set ``(N, ...)`` (``batch_size`` None), or per-member
+    shuffled slices ``(M, B, ...)``, each member's order from its own generator."""
+    if batch_size is None:
+        yield d.x_train, d.y_train
+        return
+    n = d.x_train.shape[0]
+    perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(d.x_train.device)
+    for i in range(0, n, batch_size):
+        idx = perms[:, i : i + batch_size]
+        yield d.x_train[idx], d.y_train[idx]
 
-    def member_out(params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(base, params, (x,))
 
-    def member_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return loss_fn(member_out(params, x), y)
+def _metrics(ens: Ensemble, d: Data, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(train_loss, train_acc, test_loss, test_acc)``, each ``(M,)`` float64: full passes,
+    the same function for both sets."""
+    kw = {"batch_size": batch_size, "classify": d.task == "classification"}
+    return (*ens.evaluate(d.x_train, d.y_train, **kw), *ens.evaluate(d.x_test, d.y_test, **kw))
 
-    def row(m: int) -> dict[str, Tensor]:
-        return {k: v[m] for k, v in stacked().items()}
 
-    full_batch = batch_size is None or batch_size >= N
-    eval_batch_size = eval_batch_size or (N if full_batch else batch_size)
-    if member_batching == "vmap":
-        # Shared data (full batch) is broadcast to every member; per-member batches stacked.
-        _vloss = vmap(member_loss, in_dims=(0, None, None) if full_batch else (0, 0, 0))
-        _vout = vmap(member_out, in_dims=(0, None))
+class _Stepper:
+    """The optimiser on the stacked leaves, with per-member rates and frozen members.
 
-        def batched_loss(x: Tensor, y: Tensor) -> Tensor:
-            return _vloss(stacked(), x, y)
+    One rate for all: ``torch.optim`` as it is. Rates per member: the optimiser steps with the
+    largest and each member's step is scaled by its share — exact, since the Adam and SGD
+    (momentum) steps are linear in lr and their state does not depend on it. A member that is
+    no longer alive (diverged, or met ``until``) keeps its θ through every later step.
+    """
 
-        def batched_out(x: Tensor) -> Tensor:
-            return _vout(stacked(), x)
-    else:
-        def layout(x: Tensor) -> Tensor:  # images channels-last like the filters
-            return _channels_last(x) if x.dim() == 4 and device.type == "cpu" else x
+    def __init__(self, ens: Ensemble, optimizer: str, lrs: list[float], momentum: float,
+                 weight_decay: float) -> None:
+        self.leaves = ens.leaves
+        self.opt = _make_optimizer(optimizer, self.leaves, max(lrs), momentum, weight_decay)
+        self.per_member = len(set(lrs)) > 1
+        self.share = torch.tensor(lrs, dtype=self.leaves[0].dtype, device=ens.device) / max(lrs)
+        self.any_frozen = False
 
-        def batched_loss(x: Tensor, y: Tensor) -> Tensor:
-            return torch.stack([member_loss(row(m), layout(x if full_batch else x[m]),
-                                            y if full_batch else y[m]) for m in range(M)])
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
 
-        def batched_out(x: Tensor) -> Tensor:
-            x = layout(x)
-            return torch.stack([member_out(row(m), x) for m in range(M)])
-
-    @torch.no_grad()
-    def evaluate(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-sample mean loss and accuracy of every member over the whole set: (M,), (M,)."""
-        base.eval()
-        tot_loss = torch.zeros(M, dtype=torch.float64, device=device)
-        correct = torch.zeros(M, dtype=torch.float64, device=device)
-        for i in range(0, x.shape[0], eval_batch_size):
-            xb, yb = x[i : i + eval_batch_size], y[i : i + eval_batch_size]
-            out = batched_out(xb)  # (M, B, C)
-            per = vmap(loss_fn, in_dims=(0, None))(out, yb, reduction="none")
-            tot_loss += per.reshape(M, -1).sum(1).double() / per[0].numel() * xb.shape[0]
-            if classify:
-                correct += (out.argmax(-1) == yb).sum(1).double()
-        base.train()
-        n = x.shape[0]
-        acc = correct / n if classify else torch.full_like(correct, float("nan"))
-        return tot_loss / n, acc
-
-    # One rate for all: torch.optim as it is. Rates per member: the optimiser steps with the
-    # largest and each member's step is scaled by its share — exact, since the Adam and SGD
-    # (momentum) steps are linear in lr and their state does not depend on it.
-    per_member = len(set(lrs)) > 1
-    opt = _make_optimizer(optimizer, leaves, max(lrs), momentum, weight_decay)
-    share = torch.tensor(lrs, dtype=dtype, device=device) / max(lrs)
-    gens = [batch_generator(seed, m) for m in range(M)]
-    alive = torch.ones(M, dtype=torch.bool, device=device)  # not diverged, not done
-    diverged = np.full(M, -1)
-    reached = np.full(M, -1)
-    evals: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
-    step_losses: list[Tensor] = []
-    grad_norms: list[Tensor] = []
-    snaps: list[Tensor] = []
-    snap_epochs: list[int] = []
-
-    def record(epoch: int) -> None:
-        dead = torch.as_tensor(diverged >= 0, device=device)
-        if bool(dead.all()):  # nothing left to evaluate: every metric is NaN
-            nan = torch.full((M,), float("nan"), dtype=torch.float64, device=device)
-            evals.append((epoch, nan, nan, nan, nan))
+    def step(self, alive: Tensor) -> None:
+        """One optimiser step of the members that are ``alive`` ``(M,)`` bool."""
+        self.any_frozen = self.any_frozen or not bool(alive.all())
+        if not (self.per_member or self.any_frozen):
+            self.opt.step()
             return
-        trl, tra = evaluate(x_tr, y_tr)
-        tel, tea = evaluate(d.x_test, d.y_test)
+        keep = [v.detach().clone() for v in self.leaves]
+        self.opt.step()
+        with torch.no_grad():
+            if self.per_member:  # each member's step scaled by its rate; frozen ones by 0
+                rate = torch.where(alive, self.share, torch.zeros_like(self.share))
+                for v, old in zip(self.leaves, keep):
+                    v.copy_(old + rate.view(-1, *[1] * (v.dim() - 1)) * (v - old))
+            else:  # frozen members keep their θ through the step
+                for v, old in zip(self.leaves, keep):
+                    mask = alive.view(-1, *[1] * (v.dim() - 1))
+                    v.copy_(torch.where(mask, v, old))
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """When ``train`` evaluates and snapshots (epoch 0 is at initialisation)."""
+
+    epochs: int
+    eval_every: int
+    snapshot_every: int | None
+
+    def evaluates(self, epoch: int) -> bool:
+        return bool(self.eval_every) and (epoch % self.eval_every == 0 or epoch == self.epochs)
+
+    def snapshots(self, epoch: int) -> bool:
+        return bool(self.snapshot_every) and epoch % self.snapshot_every == 0
+
+
+class _Recorder:
+    """What ``train`` records (the rows of the :class:`Trace`) and each member's state:
+    ``alive`` ``(M,)`` — still training, i.e. neither diverged nor done with ``until``."""
+
+    def __init__(self, ens: Ensemble,
+                 metrics: Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]],
+                 until: tuple[str, float] | None, lrs: list[float], when: _Schedule) -> None:
+        self.ens, self.metrics, self.until, self.lrs, self.when = ens, metrics, until, lrs, when
+        self.alive = torch.ones(ens.M, dtype=torch.bool, device=ens.device)
+        self.diverged, self.reached = np.full(ens.M, -1), np.full(ens.M, -1)
+        self.evals: list[tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
+        self.step_losses: list[Tensor] = []
+        self.grad_norms: list[Tensor] = []
+        self.snaps: list[Tensor] = []
+        self.snap_epochs: list[int] = []
+
+    def training(self) -> bool:
+        return bool(self.alive.any())
+
+    def record(self, epoch: int) -> None:
+        """The evaluation and snapshot due after ``epoch``, if any."""
+        if self.when.evaluates(epoch):
+            self.evaluate(epoch)
+        if self.when.snapshots(epoch):
+            self.snapshot(epoch)
+
+    def evaluate(self, epoch: int) -> None:
+        """Record the full-pass metrics after ``epoch`` (NaN for diverged members) and freeze
+        the members that meet ``until``."""
+        dead = torch.as_tensor(self.diverged >= 0, device=self.ens.device)
+        if bool(dead.all()):  # nothing left to evaluate: every metric is NaN
+            nan = torch.full((self.ens.M,), float("nan"), dtype=torch.float64,
+                             device=self.ens.device)
+            self.evals.append((epoch, nan, nan, nan, nan))
+            return
+        trl, tra, tel, tea = self.metrics()
         for t in (trl, tra, tel, tea):
             t[dead] = float("nan")
-        evals.append((epoch, trl, tra, tel, tea))
-        if until is not None:
-            metric, target = until
+        self.evals.append((epoch, trl, tra, tel, tea))
+        if self.until is not None:
+            metric, target = self.until
             met = trl <= target if metric == "train_loss" else tra >= target
-            for m in (alive & met.to(alive.device)).nonzero().flatten().tolist():
-                reached[m] = epoch
-            alive.logical_and_(~met.to(alive.device))
+            for m in (self.alive & met.to(self.alive.device)).nonzero().flatten().tolist():
+                self.reached[m] = epoch
+            self.alive.logical_and_(~met.to(self.alive.device))
 
-    def snapshot(epoch: int) -> None:
-        snaps.append(flatten_batched(_as_params(store)).detach().to("cpu", torch.float32))
-        snap_epochs.append(epoch)
+    def snapshot(self, epoch: int) -> None:
+        self.snaps.append(self.ens.theta().to("cpu", torch.float32))
+        self.snap_epochs.append(epoch)
 
-    def epoch_batches():
-        """This epoch's (x, y) batches: the full set, or per-member shuffled slices (M, B, ...)."""
-        if full_batch:
-            yield x_tr, y_tr
+    def step(self, losses: Tensor, grad_norm: Tensor) -> None:
+        self.step_losses.append(losses.detach())
+        self.grad_norms.append(grad_norm)
+
+    def nan_steps(self, count: int, record_steps: bool) -> None:
+        """Steps not taken because every member diverged, recorded as NaN."""
+        if record_steps:
+            nan = torch.full((self.ens.M,), float("nan"), device=self.ens.device)
+            self.step_losses += [nan] * count
+            self.grad_norms += [nan] * count
+
+    def check_divergence(self, losses: Tensor, epoch: int) -> None:
+        """Mark members whose loss is NaN/inf; from now on their θ stays as it is. One host
+        sync per step; a NaN/inf gradient makes the next loss non-finite too."""
+        if bool(torch.isfinite(losses[self.alive]).all()):
             return
-        perms = torch.stack([torch.randperm(N, generator=g) for g in gens]).to(device)
-        for i in range(0, N, batch_size):
-            idx = perms[:, i : i + batch_size]
-            yield x_tr[idx], y_tr[idx]
-
-    def freeze_diverged(losses: Tensor, epoch: int) -> None:
-        """Mark members whose loss is NaN/inf; from now on their θ stays as it is."""
-        newly = alive & ~torch.isfinite(losses)
+        newly = self.alive & ~torch.isfinite(losses)
         for m in newly.nonzero().flatten().tolist():
-            diverged[m] = epoch
+            self.diverged[m] = epoch
             warnings.warn(f"member {m} diverged in epoch {epoch} (loss {losses[m].item():.3g});"
-                          f" it stops training — lower lr (now {lrs[m]:g}) or check the data",
+                          f" it stops training — lower lr (now {self.lrs[m]:g}) or check the data",
                           DivergenceWarning, stacklevel=3)
-        alive.logical_and_(~newly)
+        self.alive.logical_and_(~newly)
 
-    if eval_every:
-        record(0)
-    if snapshot_every:
-        snapshot(0)
-    base.train()
-    bar = tqdm(range(1, epochs + 1), desc=desc, leave=False,
-               disable=None if progress is None else not progress)
-    any_frozen = False
-    steps_per_epoch = 1 if full_batch else -(-N // batch_size)
-    for epoch in bar:
-        if until is not None and not record_steps and not bool(alive.any()):
-            # Every member met the criterion (or diverged): frozen θ gives the same metrics
-            # and snapshots at every later epoch, so they are repeated instead of recomputed.
-            for later in range(epoch, epochs + 1):
-                if eval_every and (later % eval_every == 0 or later == epochs):
-                    evals.append((later, *evals[-1][1:]))
-                if snapshot_every and later % snapshot_every == 0:
-                    snapshot(later)
-            break
-        if not bool(alive.any()):
-            # Every member has diverged: nothing is trained any more, but the trace keeps the
-            # shape it would have had, so ensembles of one study stack (NaN from here on).
-            if record_steps:
-                nan = torch.full((M,), float("nan"), device=device)
-                step_losses += [nan] * steps_per_epoch
-                grad_norms += [nan] * steps_per_epoch
-        else:
-            for xb, yb in epoch_batches():
-                opt.zero_grad(set_to_none=True)
-                losses = batched_loss(xb, yb)  # (M,)
-                losses.sum().backward()
-                # One host sync per step; a non-finite loss is the divergence signal (a NaN/inf
-                # gradient makes the next loss non-finite too).
-                if not bool(torch.isfinite(losses[alive]).all()):
-                    freeze_diverged(losses, epoch)
-                any_frozen = any_frozen or not bool(alive.all())
-                if per_member:  # each member's step scaled by its rate; frozen ones by 0
-                    keep = [v.detach().clone() for v in leaves]
-                    opt.step()
-                    with torch.no_grad():
-                        rate = torch.where(alive, share, torch.zeros_like(share))
-                        for v, old in zip(leaves, keep):
-                            v.copy_(old + rate.view(-1, *[1] * (v.dim() - 1)) * (v - old))
-                elif any_frozen:  # rare path: frozen members keep their θ through the step
-                    keep = [v.detach().clone() for v in leaves]
-                    opt.step()
-                    with torch.no_grad():
-                        for v, old in zip(leaves, keep):
-                            mask = alive.view(-1, *[1] * (v.dim() - 1))
-                            v.copy_(torch.where(mask, v, old))
-                else:
-                    opt.step()
-                if record_steps:
-                    step_losses.append(losses.detach())
-                    sq = sum(p.grad.detach().reshape(M, -1).pow(2).sum(1) for p in leaves)
-                    grad_norms.append(sq.sqrt())
-        if eval_every and (epoch % eval_every == 0 or epoch == epochs):
-            record(epoch)
-        if snapshot_every and epoch % snapshot_every == 0:
-            snapshot(epoch)
+    def repeat_frozen(self, first: int) -> None:
+        """The evaluations and snapshots of epochs ``first`` to the last, every member frozen:
+        the last evaluation repeated, θ snapshotted as it is."""
+        for epoch in range(first, self.when.epochs + 1):
+            if self.when.evaluates(epoch):
+                self.evals.append((epoch, *self.evals[-1][1:]))
+            if self.when.snapshots(epoch):
+                self.snapshot(epoch)
 
-    # The members leave holding their trained parameters.
-    with torch.no_grad():
-        for m, model in enumerate(models):
-            own = dict(model.named_parameters())
-            for k, v in _as_params(store).items():
-                own[k].copy_(v[m].to(own[k].dtype))
+    def trace(self, seconds: float) -> Trace:
+        M, P = self.ens.M, self.ens.P
+        stack = partial(_by_member, M=M)
+        return Trace(
+            epoch=np.array([e[0] for e in self.evals], dtype=np.int64),
+            train_loss=stack([e[1] for e in self.evals]),
+            train_acc=stack([e[2] for e in self.evals]),
+            test_loss=stack([e[3] for e in self.evals]),
+            test_acc=stack([e[4] for e in self.evals]),
+            step_loss=stack(self.step_losses),
+            grad_norm=stack(self.grad_norms),
+            snapshot_epoch=np.array(self.snap_epochs, dtype=np.int64),
+            snapshots=(torch.stack(self.snaps, 1).numpy() if self.snaps
+                       else np.zeros((M, 0, P), np.float32)),
+            diverged_epoch=self.diverged,
+            reached_epoch=self.reached,
+            seconds=seconds,
+        )
 
-    def stack(rows: list[Tensor]) -> np.ndarray:
-        if not rows:
-            return np.zeros((M, 0))
-        return torch.stack(rows, 1).cpu().double().numpy()
 
-    P = sum(v[0].numel() for v in leaves)
-    return Trace(
-        epoch=np.array([e[0] for e in evals], dtype=np.int64),
-        train_loss=stack([e[1] for e in evals]),
-        train_acc=stack([e[2] for e in evals]),
-        test_loss=stack([e[3] for e in evals]),
-        test_acc=stack([e[4] for e in evals]),
-        step_loss=stack(step_losses),
-        grad_norm=stack(grad_norms),
-        snapshot_epoch=np.array(snap_epochs, dtype=np.int64),
-        snapshots=torch.stack(snaps, 1).numpy() if snaps else np.zeros((M, 0, P), np.float32),
-        diverged_epoch=diverged,
-        reached_epoch=reached,
-        seconds=time.perf_counter() - start,
-    )
+def _by_member(rows: list[Tensor], M: int) -> np.ndarray:
+    """Rows of ``(M,)`` tensors as one ``(M, len(rows))`` float64 array."""
+    return torch.stack(rows, 1).cpu().double().numpy() if rows else np.zeros((M, 0))

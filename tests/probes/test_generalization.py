@@ -54,15 +54,15 @@ def test_sensitivity_equals_finite_differences_and_a_per_sample_loop(output):
 def test_both_sensitivity_routes_agree_with_the_full_jacobian(output):
     """The Gram route (a first Linear layer that narrows, 16 → 6) and the plain route (a
     widening first layer, 16 → 24; a CNN) both equal the norm of the full Jacobian."""
-    from deepscope.probes.sensitivity import _leading_linear, input_jacobian
+    from deepscope.probes.sensitivity import input_jacobian, leading_linear
 
     x = _images(9)
     narrow = _net()
     wide = ds.mlp(16, 3, 2, width=24, activation="tanh", seed=1).double().eval()
     conv = ds.cnn(1, channels=2, in_channels=1, image_size=4, num_classes=3,
                   seed=2).double().eval()
-    assert _leading_linear(narrow, x) is not None
-    assert _leading_linear(wide, x) is None and _leading_linear(conv, x) is None
+    assert leading_linear(narrow, x) is not None
+    assert leading_linear(wide, x) is None and leading_linear(conv, x) is None
     for model in (narrow, wide, conv):
         full = input_jacobian(model, x, output).flatten(1).norm(dim=1)
         torch.testing.assert_close(sensitivity(model, x, output, chunk=4), full,

@@ -40,9 +40,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from ..params import set_theta
+from ..params import get_thetas, set_theta, theta_loss
 from .gradient import Batch, LossFn, chunks
-from .hessian import _cast, _member_loss, _stacked_theta, ensemble_hessians
+from .hessian import ensemble_hessians
 
 # Damping rungs r, relative to each member's largest |λ|, tried at every Newton-type step; 0 is
 # the undamped step that gives quadratic convergence near a non-degenerate critical point.
@@ -95,21 +95,11 @@ def _losses(f, theta: Tensor, parts) -> Tensor:
         return sum(w * vmap(f, in_dims=(0, None, None))(theta, x, y) for x, y, w in parts)
 
 
-def find_critical_point(
-    models: nn.Module | Sequence[nn.Module],
-    loss_fn: LossFn,
-    batch: Batch,
-    *,
-    tol: float = 1e-4,
-    max_steps: int = 2000,
-    lr: float = 1e-3,
-    descent_steps: int = 0,
-    newton_steps: int = 0,
-    newton: str = "lm",
-    pinv_rtol: float = 1e-10,
-    max_step: float = 0.5,
-    dtype: torch.dtype = torch.float64,
-) -> CriticalPoints:
+def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batch,
+                        *, tol: float = 1e-4, max_steps: int = 2000, lr: float = 1e-3,
+                        descent_steps: int = 0, newton_steps: int = 0, newton: str = "lm",
+                        pinv_rtol: float = 1e-10, max_step: float = 0.5,
+                        dtype: torch.dtype = torch.float64) -> CriticalPoints:
     """Drive ‖∇L‖ below ``tol`` for every member (the three phases of the module docstring).
 
     Args:
@@ -128,9 +118,9 @@ def find_critical_point(
     if newton not in NEWTON_METHODS:
         raise ValueError(f"unknown newton method {newton!r}; choose from {NEWTON_METHODS}")
     models = [models] if isinstance(models, nn.Module) else list(models)
-    stacked, like = _stacked_theta(models, dtype)
-    f = _member_loss(models[0], loss_fn, like)
-    parts = [(*_cast(x, y, dtype), w) for x, y, w in chunks(batch)]
+    stacked = get_thetas(models).to(dtype)
+    f = theta_loss(models[0], loss_fn)
+    parts = chunks(batch, dtype=dtype)
     M = stacked.shape[0]
     device = stacked.device
     phase_steps = torch.zeros(M, 3, dtype=torch.long, device=device)
@@ -139,22 +129,8 @@ def find_critical_point(
     phase_gn[:, 0] = g.norm(dim=1)
     done = phase_gn[:, 0] < tol
 
-    # Phase 1: Adam on φ = ‖∇L‖², every member at once; converged members are frozen.
-    theta = stacked.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
-    for _ in range(max_steps):
-        _, g = _loss_and_grad(f, theta, parts, create_graph=True)
-        done |= g.detach().norm(dim=1) < tol
-        if bool(done.all()):
-            break
-        opt.zero_grad(set_to_none=True)
-        (g.pow(2).sum(1) * ~done).sum().backward()
-        keep = theta.detach().clone()
-        opt.step()
-        with torch.no_grad():
-            theta.copy_(torch.where(done[:, None], keep, theta))
-        phase_steps[:, 0] += ~done
-    theta = theta.detach()
+    theta = _adam_phase(f, parts, stacked, done, phase_steps[:, 0], lr=lr, steps=max_steps,
+                        tol=tol)
     _, g = _eval(f, theta, parts)
     phase_gn[:, 1] = g.norm(dim=1)
     done |= phase_gn[:, 1] < tol
@@ -192,6 +168,28 @@ def find_critical_point(
                           converged=(gnorm < tol).cpu().numpy(), theta=theta,
                           phase_grad_norm=phase_gn.cpu().numpy(),
                           phase_steps=phase_steps.cpu().numpy(), grad=g)
+
+
+def _adam_phase(f, parts, theta: Tensor, done: Tensor, counts: Tensor, *, lr: float,
+                steps: int, tol: float) -> Tensor:
+    """Phase 1: Adam on φ = ‖∇L‖² from ``theta`` ``(M, P)``, every member at once; converged
+    members are frozen. Updates ``done`` ``(M,)`` and the step ``counts`` ``(M,)`` in place;
+    returns the final θ ``(M, P)``, detached."""
+    theta = theta.clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    for _ in range(steps):
+        _, g = _loss_and_grad(f, theta, parts, create_graph=True)
+        done |= g.detach().norm(dim=1) < tol
+        if bool(done.all()):
+            break
+        opt.zero_grad(set_to_none=True)
+        (g.pow(2).sum(1) * ~done).sum().backward()
+        keep = theta.detach().clone()
+        opt.step()
+        with torch.no_grad():
+            theta.copy_(torch.where(done[:, None], keep, theta))
+        counts += ~done
+    return theta.detach()
 
 
 def _too_long(delta: Tensor, theta: Tensor, max_step: float) -> Tensor:

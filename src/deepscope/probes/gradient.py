@@ -27,15 +27,21 @@ Batch = tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def chunks(batch: Batch) -> list[tuple[Tensor, Tensor, float]]:
-    """``[(x_c, y_c, n_c / N)]`` for one ``(x, y)`` pair or an iterable of chunks."""
+def chunks(batch: Batch, dtype: torch.dtype | None = None) -> list[tuple[Tensor, Tensor, float]]:
+    """``[(x_c, y_c, n_c / N)]`` for one ``(x, y)`` pair or an iterable of chunks.
+
+    With ``dtype``, ``x`` and a floating-point ``y`` are cast to it (class labels stay).
+    """
     if isinstance(batch, tuple | list) and len(batch) == 2 and isinstance(batch[0], Tensor):
-        return [(batch[0], batch[1], 1.0)]
-    parts = [(x, y) for x, y in batch]
-    if not parts:
-        raise ValueError("batch is empty: give (x, y) or a non-empty iterable of (x, y)")
-    total = sum(len(x) for x, _ in parts)
-    return [(x, y, len(x) / total) for x, y in parts]
+        parts, total = [(batch[0], batch[1])], None
+    else:
+        parts = [(x, y) for x, y in batch]
+        if not parts:
+            raise ValueError("batch is empty: give (x, y) or a non-empty iterable of (x, y)")
+        total = sum(len(x) for x, _ in parts)
+    if dtype is not None:
+        parts = [(x.to(dtype), y.to(dtype) if y.is_floating_point() else y) for x, y in parts]
+    return [(x, y, 1.0 if total is None else len(x) / total) for x, y in parts]
 
 
 def full_gradient(model: nn.Module, loss_fn: LossFn, batch: Batch,

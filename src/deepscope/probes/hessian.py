@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import grad, jvp, vmap
 from torch.func import hessian as func_hessian
 
-from ..params import flatten_batched, get_theta, objective, param_dict, unflatten
+from ..params import get_theta, get_thetas, objective, theta_loss
 from . import linalg
 from .gradient import Batch, LossFn, chunks
 
@@ -41,12 +41,6 @@ HVP_METHODS = ("fwd-rev", "rev-rev")
 # benchmarks/curvature.py, 784-256-256-10 MLP, 2 048 MNIST images, 1 CPU thread, torch 2.13:
 # double backward with the graph reused 37 ms per product, forward-over-reverse 92 ms.
 DEFAULT_HVP = "rev-rev"
-
-
-def _cast(x: Tensor, y: Tensor, dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
-    if dtype is None:
-        return x, y
-    return x.to(dtype), (y.to(dtype) if y.is_floating_point() else y)
 
 
 def _theta(model: nn.Module, dtype: torch.dtype | None) -> Tensor:
@@ -57,8 +51,8 @@ def _theta(model: nn.Module, dtype: torch.dtype | None) -> Tensor:
 def _objectives(model: nn.Module, loss_fn: LossFn, batch: Batch, dtype: torch.dtype | None):
     """``([(f_c, w_c)], θ)``: the loss of each chunk as a function of flat θ, and θ."""
     fs, theta = [], None
-    for x, y, w in chunks(batch):
-        f, theta = objective(model, loss_fn, _cast(x, y, dtype))
+    for x, y, w in chunks(batch, dtype=dtype):
+        f, theta = objective(model, loss_fn, (x, y))
         fs.append((f, w))
     return fs, (theta.to(dtype) if dtype else theta)
 
@@ -120,22 +114,6 @@ def hessian(model: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batc
     return (H + H.T) / 2
 
 
-def _stacked_theta(models: Sequence[nn.Module], dtype: torch.dtype) -> tuple[Tensor, dict]:
-    like = param_dict(models[0])
-    theta = flatten_batched({k: torch.stack([param_dict(m)[k] for m in models]) for k in like})
-    return theta.to(dtype), {k: v.to(dtype) for k, v in like.items()}
-
-
-def _member_loss(model: nn.Module, loss_fn: LossFn, like: dict) -> Callable:
-    """``f(θ, x, y)``: one member's loss as a function of its flat θ and the data."""
-    base = model
-
-    def f(theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        return loss_fn(functional_call(base, unflatten(theta, like), (x,)), y)
-
-    return f
-
-
 def ensemble_hessians(models: Sequence[nn.Module], loss_fn: LossFn, batch: Batch, *,
                       dtype: torch.dtype = torch.float64, theta: Tensor | None = None) -> Tensor:
     """Dense Hessians of M members of one architecture at once: ``(M, P, P)``, symmetrised.
@@ -148,13 +126,12 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: LossFn, batch: Batch
     ``jacrev(jacrev)`` (``benchmarks/curvature.py``). ``theta`` (M, P) overrides the members'
     current parameters.
     """
-    stacked, like = _stacked_theta(models, dtype)
-    leaf = (stacked if theta is None else theta.to(dtype)).detach().requires_grad_(True)
+    stacked = get_thetas(models) if theta is None else theta
+    leaf = stacked.to(dtype).detach().requires_grad_(True)
     M, P = leaf.shape
-    f = _member_loss(models[0], loss_fn, like)
+    f = theta_loss(models[0], loss_fn)
     H = torch.zeros(M, P, P, dtype=dtype, device=leaf.device)
-    for x, y, w in chunks(batch):
-        x, y = _cast(x, y, dtype)
+    for x, y, w in chunks(batch, dtype=dtype):
         losses = vmap(f, in_dims=(0, None, None))(leaf, x, y)
         (g,) = torch.autograd.grad(losses.sum(), leaf, create_graph=True)  # (M, P)
         for i in range(P):

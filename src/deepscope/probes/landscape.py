@@ -29,14 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
-from ..params import flatten, get_theta, objective, param_dict, unflatten
+from ..ensemble import evaluate, stacked_forward
+from ..params import flatten, get_theta, objective, param_dict
 from .trajectory import PCAResult, pca
 
 __all__ = [
@@ -176,6 +177,20 @@ def _spans(span) -> tuple[tuple[float, float], tuple[float, float]]:
     return (arr[0, 0], arr[0, 1]), (arr[1, 0], arr[1, 1])
 
 
+def _plane(model: nn.Module, directions: str | tuple[Tensor, Tensor],
+           snapshots: np.ndarray | Tensor | None, seed: int) -> tuple[Tensor, Tensor]:
+    """The two directions ``(d1, d2)`` that ``surface``'s ``directions`` names."""
+    if not isinstance(directions, str):
+        return directions
+    if directions == "filter":
+        return random_plane(model, seed=seed)
+    if directions == "pca":
+        if snapshots is None:
+            raise ValueError('directions="pca" needs the trajectory: pass snapshots=')
+        return pca_plane(snapshots)[:2]
+    raise ValueError(f'directions must be "filter", "pca" or (d1, d2), got {directions!r}')
+
+
 def surface(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -211,18 +226,7 @@ def surface(
         :class:`SurfaceResult` with ``a (Ra,)``, ``b (Rb,)`` and ``loss (Ra, Rb)``,
         ``loss[i, j]`` at ``(a[i], b[j])``, computed in the dtype of the model.
     """
-    if isinstance(directions, str):
-        if directions == "filter":
-            d1, d2 = random_plane(model, seed=seed)
-        elif directions == "pca":
-            if snapshots is None:
-                raise ValueError('directions="pca" needs the trajectory: pass snapshots=')
-            d1, d2, _ = pca_plane(snapshots)
-        else:
-            raise ValueError(f'directions must be "filter", "pca" or (d1, d2), '
-                             f"got {directions!r}")
-    else:
-        d1, d2 = directions
+    d1, d2 = _plane(model, directions, snapshots, seed)
     f, theta = objective(model, loss_fn, tuple(batch))
     dtype, device = theta.dtype, theta.device
     p = theta.numel()
@@ -311,38 +315,29 @@ def interpolate(model_a: nn.Module, model_b: nn.Module,
     θ(α) = (1 − α) θ_a + α θ_b (Goodfellow et al., 2015; Keskar et al., 2017, Fig. 3).
 
     α = 0 is ``model_a``, α = 1 is ``model_b``. The α are evaluated ``chunk`` at a time with
-    ``vmap`` over stacked θ(α), the data ``batch_size`` samples at a time; ``loss_fn`` must
-    accept ``reduction="none"`` (as ``F.cross_entropy`` and ``F.mse_loss`` do).
+    ``vmap`` over stacked θ(α), the data ``batch_size`` samples at a time, by the trainer's
+    evaluation (:func:`deepscope.ensemble.evaluate`); ``loss_fn`` must accept
+    ``reduction="none"`` (as ``F.cross_entropy`` and ``F.mse_loss`` do).
     """
     theta_a, theta_b = get_theta(model_a), get_theta(model_b)
     if theta_a.shape != theta_b.shape:
         raise ValueError("model_a and model_b must have the same architecture")
-    like = param_dict(model_a)
     alphas_t = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=theta_a.dtype,
                                device=theta_a.device)
     classify = getattr(data, "task", "classification") == "classification"
-
-    def outputs(theta: Tensor, x: Tensor) -> Tensor:
-        return functional_call(model_a, unflatten(theta, like), (x,))
+    forward = stacked_forward(model_a)
 
     def metrics(x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        loss = torch.zeros(len(alphas_t), dtype=torch.float64)
-        correct = torch.zeros(len(alphas_t), dtype=torch.float64)
-        with torch.no_grad():
-            for s in range(0, len(alphas_t), chunk):
-                a = alphas_t[s : s + chunk, None]
-                thetas = (1 - a) * theta_a + a * theta_b
-                for i in range(0, x.shape[0], batch_size):
-                    xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-                    out = vmap(outputs, in_dims=(0, None))(thetas, xb)
-                    per = vmap(loss_fn, in_dims=(0, None))(out, yb, reduction="none")
-                    loss[s : s + chunk] += (per.reshape(len(a), -1).sum(1).double().cpu()
-                                            / per[0].numel() * xb.shape[0])
-                    if classify:
-                        correct[s : s + chunk] += (out.argmax(-1) == yb).sum(1).double().cpu()
-        n = x.shape[0]
-        acc = correct / n if classify else torch.full_like(correct, float("nan"))
-        return (loss / n).numpy(), acc.numpy()
+        """Loss and accuracy ``(A,)`` of every θ(α) on ``(x, y)``, ``chunk`` α at a time."""
+        loss = torch.empty(len(alphas_t), dtype=torch.float64)
+        acc = torch.empty_like(loss)
+        for s in range(0, len(alphas_t), chunk):
+            a = alphas_t[s : s + chunk, None]
+            thetas = (1 - a) * theta_a + a * theta_b  # (chunk, P)
+            loss[s : s + chunk], acc[s : s + chunk] = evaluate(
+                partial(forward, thetas), loss_fn, x, y, members=len(a),
+                batch_size=batch_size, classify=classify)
+        return loss.numpy(), acc.numpy()
 
     train_loss, train_acc = metrics(data.x_train, data.y_train)
     test_loss, test_acc = metrics(data.x_test, data.y_test)

@@ -50,7 +50,7 @@ def input_jacobian(model: nn.Module, x: Tensor, output: str = "softmax") -> Tens
     return J.movedim(0, 1)
 
 
-def _leading_linear(model: nn.Module, x: Tensor) -> tuple[nn.Linear, nn.Module] | None:
+def leading_linear(model: nn.Module, x: Tensor) -> tuple[nn.Linear, nn.Module] | None:
     """``(W₁ layer, rest of the model)`` when ``model`` is ``[Flatten,] Linear, ...`` on
     inputs it flattens and the Linear narrows them — where the Gram route pays — else None."""
     if not isinstance(model, nn.Sequential) or len(model) < 2:
@@ -77,7 +77,7 @@ def sensitivity(model: nn.Module, x: Tensor, output: str = "softmax",
         output: ``"softmax"`` (probabilities, the default, as in Novak et al.) or ``"logits"``.
         chunk: samples per vectorised pass (memory ≈ chunk × C × input size).
     """
-    split = _leading_linear(model, x)
+    split = leading_linear(model, x)
     if split is not None:
         first, rest = split
         W = first.weight.detach()
