@@ -10,10 +10,26 @@ Method (STUDIES.md, ``random-labels``): an MLP with P ≫ N on a stratified MNIS
 enough to memorise; the training labels replaced by uniform random labels (test set untouched),
 and the same network trained on the true labels as the control; Adam, batches reshuffled every
 epoch, ``seeds`` initialisations each; per-epoch mean loss and accuracy on the full training
-subset and the test set, computed the same way (eval mode) for both.
+subset and the test set, computed the same way (eval mode) for both. Training criterion: each
+seed trains until its train accuracy reaches ``fit_level`` (then it is frozen) or for
+``epochs`` at most; the epoch at which it got there is Zhang et al.'s "time to fit".
+
+The verdict has three parts, each with a 95 % bootstrap interval over seeds: every seed of
+both conditions reaches ``fit_level``; the slowdown (median epochs to the fit level on random
+labels over that on true labels, seeds resampled within each condition) lies in (1, 10]× — a
+"small constant factor"; the median random-label test accuracy lies within 10 ± 5 %. Agrees
+when all three hold, disagrees when an interval lies wholly outside its range, inconclusive
+when one straddles a bound. A random-label seed that misses the fit level within the cap took
+longer than the cap, so the slowdown is at least cap / (true-label median): the study
+disagrees if even that bound exceeds 10×, and is inconclusive otherwise.
 
 Why these defaults: 1 000 images and a 784-256-256-10 MLP (269 k parameters, 269 per image)
-memorise random labels within the 150 epochs of the budget.
+memorise random labels within the budget: the previous fixed 150-epoch run (2 seeds) reached
+99 % at epochs 14 (true labels) and 40 (random labels) and spent the rest at 100 %. Stopping
+each seed at the fit level pays for 5 seeds (cap 150 epochs, 3.7× the slowest seed measured):
+the study takes half the CPU time of the old fixed-budget one (0.49×, measured back to back).
+Measured at the defaults: true labels fitted at epochs 13–15, random labels at 35–41, a
+slowdown of 2.53× (95 % interval 2.33–2.92×), random-label test accuracy 9.4–11.1 %.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import DataNeed, Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study, bootstrap_ci, field, require
 
 
 @dataclass(frozen=True)
@@ -35,21 +51,22 @@ class Config:
     subset: int = field(1000, "training images (stratified sample)")
     test_subset: int = field(2000, "test images")
     width: int = field(256, "hidden width of the 784-w-w-10 MLP")
-    epochs: int = field(150, "training epochs")
+    epochs: int = field(150, "training cap in epochs (each seed stops at the fit level)")
     batch_size: int = field(128, "mini-batch size, reshuffled every epoch")
     lr: float = field(1e-3, "Adam learning rate")
-    seeds: int = field(2, "initialisations per label condition")
+    seeds: int = field(5, "initialisations per label condition")
     fit_level: float = field(0.99, "train accuracy that counts as 'fitted'")
 
     def __post_init__(self):
         require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(self.width >= 1 and self.epochs >= 1 and self.batch_size >= 1
-                and self.seeds >= 1, "width, epochs, batch_size and seeds must be ≥ 1")
+        require(self.width >= 1 and self.epochs >= 1 and self.batch_size >= 1,
+                "width, epochs and batch_size must be ≥ 1")
+        require(self.seeds >= 3, "seeds must be ≥ 3 (the verdict's intervals are over seeds)")
         require(self.lr > 0 and 0 < self.fit_level <= 1, "lr > 0 and 0 < fit_level ≤ 1")
 
 
 SCALES = {
-    "quick": {"subset": 200, "test_subset": 200, "width": 64, "epochs": 8, "seeds": 1},
+    "quick": {"subset": 200, "test_subset": 200, "width": 64, "epochs": 8, "seeds": 3},
     "full": {"subset": 10000, "test_subset": 10000, "width": 1024, "epochs": 500},
 }
 LABELS = ("true", "random")
@@ -63,10 +80,10 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         models = [mlp(784, 10, 2, width=cfg.width, seed=s).to(ctx.device)
                   for s in range(cfg.seeds)]
         tr = train(models, data, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                   device=ctx.device, progress=False)
+                   until=("train_acc", cfg.fit_level), device=ctx.device, progress=False)
         return {"epoch": tr.epoch, "train_loss": tr.train_loss, "test_loss": tr.test_loss,
                 "train_acc": tr.train_acc, "test_acc": tr.test_acc,
-                "diverged_epoch": tr.diverged_epoch,
+                "diverged_epoch": tr.diverged_epoch, "reached_epoch": tr.reached_epoch,
                 "params": np.asarray(count_params(models[0]))}
 
     pieces = dict(zip(LABELS, ctx.map(condition, LABELS)))
@@ -78,19 +95,32 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     ax_l, ax_a = axes[0]
     for i, lab in enumerate(LABELS):
         ep, c = result[f"{lab}.epoch"], P.COLORS[i]
-        P.band(ax_l, ep, result[f"{lab}.train_loss"], f"{lab} labels", c, log=True)
-        P.band(ax_l, ep, result[f"{lab}.test_loss"], "_", c, linestyle="--", log=True)
-        P.band(ax_a, ep, 100 * result[f"{lab}.train_acc"], "_", c)
-        P.band(ax_a, ep, 100 * result[f"{lab}.test_acc"], "_", c, linestyle="--")
+        P.band(ax_l, ep, result[f"{lab}.train_loss"], f"{lab} labels", c, stat="median")
+        P.band(ax_l, ep, result[f"{lab}.test_loss"], "_", c, linestyle="--", stat="median")
+        P.band(ax_a, ep, 100 * result[f"{lab}.train_acc"], "_", c, stat="median")
+        P.band(ax_a, ep, 100 * result[f"{lab}.test_acc"], "_", c, linestyle="--", stat="median")
+        reach = epochs_to_fit(result, lab, cfg.fit_level)
+        if np.isfinite(reach).any():
+            ax_a.axvline(np.nanmedian(reach), color=c, lw=0.8, ls="-.",
+                         label=f"{lab}: median epoch to {100 * cfg.fit_level:.0f} % train acc."
+                               f" ({int(np.isfinite(reach).sum())}/{len(reach)} seeds)")
     ax_a.axhline(10, color="grey", lw=0.8, ls=":", label="chance (10 %)")
+    last = [epochs_to_fit(result, lab, cfg.fit_level) for lab in LABELS]
+    if all(np.isfinite(r).all() for r in last) and np.nanmax(last) > 0:
+        for ax in (ax_l, ax_a):  # every seed frozen from its fit epoch on: nothing after
+            ax.set_xlim(0, 1.1 * np.nanmax(last))
     ax_l.set(yscale="log", xlabel="epoch", ylabel="cross-entropy (mean per sample)",
              title="loss")
     ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 101))
+    ax_a.legend(fontsize=7, loc="center right")
     ax_l.plot([], [], color="black", label="train (solid)")
     ax_l.plot([], [], color="black", ls="--", label="test (dashed)")
-    fig.legend(loc="outside lower center", ncol=5, fontsize=8,
+    fig.legend(*ax_l.get_legend_handles_labels(), loc="outside lower center", ncol=4,
+               fontsize=8,
                title=f"{int(result['true.params'])} parameters, {cfg.subset} training images; "
-                     f"mean and min–max over {cfg.seeds} seed(s)", title_fontsize=8)
+                     f"{P.STAT['median']} over {result['true.train_acc'].shape[0]} seeds; each "
+                     f"seed stops (flat) once at {100 * cfg.fit_level:.0f} % train accuracy",
+               title_fontsize=8)
     return {"random_labels": fig}
 
 
@@ -99,50 +129,119 @@ def _epoch_reaching(acc: np.ndarray, epoch: np.ndarray, level: float) -> float:
     return float(epoch[hit[0]]) if hit.size else float("nan")
 
 
+def epochs_to_fit(result: dict[str, np.ndarray], lab: str, level: float) -> np.ndarray:
+    """Per seed, the first epoch at which train accuracy reached ``level`` (NaN: never)."""
+    ep = result[f"{lab}.epoch"]
+    return np.array([_epoch_reaching(a, ep, level) for a in result[f"{lab}.train_acc"]])
+
+
+def _ratio_of_medians(r: np.ndarray, t: np.ndarray) -> float:
+    return float(np.median(r) / np.median(t))
+
+
+def slowdown(result: dict[str, np.ndarray], cfg: Config) -> tuple[float, float, float]:
+    """Zhang et al.'s slowdown, median epochs to the fit level on random over true labels,
+    with a 95 % bootstrap interval (seeds resampled within each condition); NaN unless every
+    seed of both conditions reached the fit level after at least one epoch."""
+    r, t = epochs_to_fit(result, "random", cfg.fit_level), epochs_to_fit(result, "true",
+                                                                         cfg.fit_level)
+    if not (np.isfinite(r).all() and np.isfinite(t).all() and (t > 0).all()):
+        return float("nan"), float("nan"), float("nan")
+    return bootstrap_ci(r, t, statistic=_ratio_of_medians, seed=0, n_boot=2000)
+
+
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
-    reach, hits = {}, {}
     lines = []
     level = f"{100 * cfg.fit_level:.0f} % train accuracy"
+    n = result["true.train_acc"].shape[0]
     for lab in LABELS:
-        ep = result[f"{lab}.epoch"]
-        r = np.array([_epoch_reaching(a, ep, cfg.fit_level) for a in result[f"{lab}.train_acc"]])
-        hits[lab] = int(np.isfinite(r).sum())
-        # Seeds that never got there count as the last epoch: a lower bound on their time.
-        reach[lab] = float(np.median(np.where(np.isfinite(r), r, cfg.epochs)))
+        r = epochs_to_fit(result, lab, cfg.fit_level)
+        hits = int(np.isfinite(r).sum())
         fin_tr = 100 * result[f"{lab}.train_acc"][:, -1]
         fin_te = 100 * result[f"{lab}.test_acc"][:, -1]
-        when = (f"reached {level} in {hits[lab]}/{len(r)} seeds (median epoch {reach[lab]:.0f})"
-                if hits[lab] else f"did not reach {level} in {cfg.epochs} epochs")
-        lines.append(f"{lab} labels: {when}; final train accuracy {fin_tr.mean():.1f} %, test "
-                     f"accuracy {fin_te.mean():.1f} ± {fin_te.std():.1f} % (chance 10 %).")
-    n = result["true.train_acc"].shape[0]
-    if hits["true"] == n and reach["true"] > 0:
-        bound = "" if hits["random"] == n else "at least "
-        lines.append(f"Slowdown of random vs true labels: {bound}"
-                     f"{reach['random'] / reach['true']:.1f}× the epochs to {level} (Zhang et al."
-                     " report a small constant factor).")
+        when = (f"reached {level} in {hits}/{len(r)} seeds (epochs {_list(r[np.isfinite(r)])})"
+                if hits else f"did not reach {level} in {cfg.epochs} epochs in any seed")
+        lines.append(f"{lab} labels: {when}; where training stopped, train accuracy "
+                     f"{np.median(fin_tr):.1f} %, test accuracy {np.median(fin_te):.1f} % "
+                     f"(medians over {len(r)} seeds; range {fin_te.min():.1f}–"
+                     f"{fin_te.max():.1f} %; chance 10 %).")
+    value, lo, hi = slowdown(result, cfg)
+    r, t = epochs_to_fit(result, "random", cfg.fit_level), epochs_to_fit(result, "true",
+                                                                         cfg.fit_level)
+    if np.isfinite(value):
+        lines.append(f"Slowdown of random vs true labels: {value:.2f}× the epochs to {level} "
+                     f"(ratio of medians over {n} seeds each; 95 % bootstrap interval "
+                     f"{lo:.2f}–{hi:.2f}×). Zhang et al. report a small constant factor.")
+    elif np.isfinite(t).all() and (t > 0).all():
+        lines.append(f"Slowdown not measured: {int(np.isnan(r).sum())} of {len(r)} random-label "
+                     f"seeds did not reach {level} in {cfg.epochs} epochs; it is at least "
+                     f"{cfg.epochs / np.median(t):.1f}× for them.")
     else:
         lines.append(f"Slowdown not measured: the true-label control did not reach {level} "
-                     "in every seed.")
+                     "after at least one epoch in every seed.")
     return lines
 
 
+def _list(values: np.ndarray) -> str:
+    return ", ".join(f"{v:.0f}" for v in np.sort(values))
+
+
+CHANCE_TOLERANCE = 0.05  # random-label test accuracy within this of 1/10 counts as chance
+MAX_SLOWDOWN = 10.0  # "a small constant factor"
+
 
 def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
-    ep = result["random.epoch"]
-    r = [_epoch_reaching(a, ep, cfg.fit_level) for a in result["random.train_acc"]]
-    t = [_epoch_reaching(a, ep, cfg.fit_level) for a in result["true.train_acc"]]
-    chance = abs(100 * result["random.test_acc"][:, -1].mean() - 10) <= 5
-    fitted = all(np.isfinite(r)) and all(np.isfinite(t))
-    slow = fitted and np.median(r) / np.median(t) <= 10
-    return Expectation(
-        "Over-parameterised nets fit random labels to ~100 % training accuracy, a small "
-        "constant factor slower than true labels, with test accuracy at chance",
-        "Zhang et al., 2017",
-        f"every seed reaches {100 * cfg.fit_level:.0f} % train accuracy on random and true "
-        "labels, the slowdown is ≤ 10×, and random-label test accuracy is within 5 points of "
-        "10 %",
-        bool(fitted and slow and chance))
+    """Three parts, each with its own interval: every seed fits (random and true labels), the
+    slowdown lies in (1, 10]×, and the random-label test accuracy is at chance (10 ± 5 %).
+    Disagrees when any part lies wholly on the wrong side; agrees when all lie wholly on the
+    right one; inconclusive otherwise."""
+    claim = ("Over-parameterised nets fit random labels to ~100 % training accuracy, a small "
+             "constant factor slower than true labels, with test accuracy at chance")
+    ref = "Zhang et al., 2017"
+    crit = (f"every seed reaches {100 * cfg.fit_level:.0f} % train accuracy on random and true "
+            f"labels; the 95 % bootstrap interval of the slowdown (ratio of median epochs to "
+            f"that level) lies within (1, {MAX_SLOWDOWN:g}]×; that of the median random-label "
+            f"test accuracy within 10 ± {100 * CHANCE_TOLERANCE:g} %; disagrees if any interval "
+            "lies wholly outside, inconclusive if one straddles a bound")
+    r, t = epochs_to_fit(result, "random", cfg.fit_level), epochs_to_fit(result, "true",
+                                                                         cfg.fit_level)
+    acc = result["random.test_acc"][:, -1]
+    a_med, a_lo, a_hi = bootstrap_ci(acc, statistic=np.median, seed=0, n_boot=2000)
+    if not np.isfinite(a_med):
+        return Expectation(claim, ref, crit, None)
+    parts = [_within(a_lo, a_hi, 0.1 - CHANCE_TOLERANCE, 0.1 + CHANCE_TOLERANCE)]
+    measured = [f"random-label test accuracy median {100 * a_med:.1f} % "
+                f"({100 * a_lo:.1f}–{100 * a_hi:.1f} %)"]
+    value, lo, hi = slowdown(result, cfg)
+    if np.isfinite(value):
+        parts.append(_within(lo, hi, 1.0, MAX_SLOWDOWN, open_low=True))
+        measured.insert(0, f"all seeds fitted; slowdown {value:.2f}× ({lo:.2f}–{hi:.2f}×)")
+    elif np.isfinite(t).all() and (t > 0).all():
+        bound = cfg.epochs / np.median(t)  # seeds that never fitted took longer than this
+        parts.append(False if bound > MAX_SLOWDOWN else None)
+        measured.insert(0, f"{int(np.isnan(r).sum())}/{len(r)} random-label seeds did not fit "
+                           f"in {cfg.epochs} epochs: slowdown ≥ {bound:.1f}×")
+    else:
+        parts.append(None)
+        measured.insert(0, "the true-label control did not fit in every seed")
+    v = False if False in parts else (True if all(p is True for p in parts) else None)
+    return Expectation(claim, ref, crit, v,
+                       verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+                       measured="; ".join(measured))
+
+
+def _within(lo: float, hi: float, low: float, high: float, open_low: bool = False) -> bool | None:
+    """Interval [lo, hi] wholly inside [low, high] (``(low, high]`` with ``open_low``): True;
+    wholly outside: False; otherwise (or undefined) None."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    above_low = lo > low if open_low else lo >= low
+    if above_low and hi <= high:
+        return True
+    if hi < low or (open_low and hi <= low) or lo > high:
+        return False
+    return None
+
 
 study = Study("random-labels", Config, run, plot, findings, SCALES,
               question=__doc__, literature=literature,
