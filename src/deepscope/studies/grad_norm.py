@@ -53,9 +53,10 @@ from .. import plot as P
 from ..context import Context
 from ..data.functions import FUNCTIONS
 from ..models import count_params, mlp
+from ..plot import quiet_numpy
 from ..probes.gradient import grad_norm
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, field, quiet_numpy, require, verdict
+from .base import DataNeed, Expectation, Study, bootstrap_ci, field, require, verdict
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,9 @@ from .. import plot as P
 from ..context import Context
 from ..data.labels import label_noise
 from ..models import count_params, mlp
+from ..plot import quiet_numpy
 from ..train import train
-from .base import DataNeed, Expectation, Study, field, quiet_numpy, require
+from .base import DataNeed, Expectation, Study, field, require
 
 
 @dataclass(frozen=True)
