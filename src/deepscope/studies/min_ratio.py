@@ -240,12 +240,16 @@ def _fmt_tol(r: float) -> str:
 
 def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     """Loss vs minimal ratio at the main τ; minima/saddles and ρ across τ; three spectra."""
+    return {"loss_vs_ratio": _loss_vs_ratio(result, cfg), "tau_sweep": _tau_sweep(result, cfg),
+            "spectra": _spectra(result, cfg)}
+
+
+def _loss_vs_ratio(result: dict[str, np.ndarray], cfg: Config):
+    """Scatter of loss vs ratio at the main τ, coloured by ‖∇L‖, excluded runs marked."""
     conv, flat, other = _groups(result)
     j0 = _main(result, cfg)
     ratio = _ratio(result)
-    rel = result["rel_tols"]
     corr = _correlations(result, cfg)
-
     fig, axes = P.figure(1, 1, width=6.6, height=4.6)
     ax = axes[0][0]
     color = np.log10(np.maximum(result["grad_norm"], 1e-300))
@@ -273,6 +277,14 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
         fig.colorbar(sc, ax=ax, label="log₁₀ ‖∇L‖ at the point")
     ax.legend(fontsize=8, loc="best")
 
+    return fig
+
+
+def _tau_sweep(result: dict[str, np.ndarray], cfg: Config):
+    """Minima/saddles, ρ with its interval, and near-null counts, each across τ."""
+    conv, _flat, _other = _groups(result)
+    rel = result["rel_tols"]
+    corr = _correlations(result, cfg)
     fig2, axes2 = P.figure(3, 1, width=4.2, height=3.6)
     a1, a2, a3 = axes2[0]
     minima = (result["negative"][conv] == 0).sum(0)
@@ -306,6 +318,14 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
            f"{result['eigenvalues'].shape[1]})", title="near-null eigenvalues vs τ")
     a3.legend(fontsize=7, title="mean, band min–max", title_fontsize=7)
 
+    return fig2
+
+
+def _spectra(result: dict[str, np.ndarray], cfg: Config):
+    """Eigenvalue histograms of the lowest-, median- and highest-loss critical points."""
+    conv, _flat, _other = _groups(result)
+    j0 = _main(result, cfg)
+    ratio = _ratio(result)
     fig3, axes3 = P.figure(1, 1, width=6.4, height=3.6)
     ax3 = axes3[0][0]
     pool = np.flatnonzero(conv) if conv.any() else np.arange(len(conv))
@@ -334,12 +354,21 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     ax3.title.set_fontsize(9)
     if lim > 0:
         ax3.legend(fontsize=7)
-    return {"loss_vs_ratio": fig, "tau_sweep": fig2, "spectra": fig3}
+    return fig3
 
 
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
+    """The search's success, the spectra across τ, and the ratio–loss correlation."""
+    lines = _search_findings(result, cfg)
+    if _groups(result)[0].any():
+        lines += _spectrum_findings(result, cfg) + _correlation_findings(result, cfg)
+    return lines
+
+
+def _search_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
+    """How many runs the search brought to ‖∇L‖ < tol, in how many steps, and how far."""
     conv, flat, _ = _groups(result)
-    n, P_ = len(conv), result["eigenvalues"].shape[1]
+    n = len(conv)
     init = result["group"] == 1
     trained = ~init
     gn, pg, ps = result["grad_norm"], result["phase_grad_norm"], result["phase_steps"]
@@ -365,8 +394,16 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         lines.append(f"Steps to convergence (medians): {'; '.join(steps)}. Converged runs "
                      f"reached a median ‖∇L‖ {np.median(gn[conv]):.1e} (best "
                      f"{gn[conv].min():.1e}); the {(~conv).sum()} excluded runs {rest}.")
-    if not conv.any():
-        return lines
+    return lines
+
+
+def _spectrum_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
+    """Near-null eigenvalues and the minima/saddles split across τ (critical points only)."""
+    conv, _flat, _ = _groups(result)
+    _n, P_ = len(conv), result["eigenvalues"].shape[1]
+    init = result["group"] == 1
+    trained = ~init
+    lines: list[str] = []
     j0 = _main(result, cfg)
     rel = result["rel_tols"]
     null = P_ - result["positive"] - result["negative"]
@@ -399,6 +436,19 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
            f"{switched.sum()} points change class across the range, so the classification is "
            "not stable in τ" + (f"; it is unchanged for τ ≥ {_fmt_tol(rel[stable_from])}·max|λ|."
                                 if stable_from < len(rel) - 1 else ".")))
+    return lines
+
+
+def _correlation_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
+    """Spearman ρ(ratio, loss) with its interval, and the two groups of critical points."""
+    conv, _flat, _ = _groups(result)
+    _n, P_ = len(conv), result["eigenvalues"].shape[1]
+    init = result["group"] == 1
+    trained = ~init
+    rel = result["rel_tols"]
+    j0 = _main(result, cfg)
+    minima = result["negative"][conv] == 0  # (C, T)
+    lines: list[str] = []
     corr = _correlations(result, cfg)
     rho, lo, hi = corr[j0]
     v = verdict(lo, hi, expected_sign=-1)
@@ -444,6 +494,8 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
             f"training {np.median(result['loss'][within]):.2e}. Within the "
             "trained runs alone " + _within(r_t, rho_t, lo_t, hi_t, np.isfinite(rho)))
     return lines
+
+
 
 
 def _within(ratio: np.ndarray, rho: float, lo: float, hi: float, pooled: bool) -> str:
