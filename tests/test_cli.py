@@ -21,7 +21,7 @@ from deepscope.cli import main
         (["run", "fit-function", "--set", "epochs"], "--set expects key=value"),
         (["run", "fit-function", "--scale", "huge"], "unknown scale 'huge'"),
         (["run", "all", "--set", "nonsense=1"], "but no study has it"),
-        (["run", "all", "--set", "seed=3"], "only error-surface, interpolation have it"),
+        (["run", "all", "--set", "seed=3"], "but only error-surface has it"),
         (["report", "--out", "/nonexistent/results"], "holds no deepscope results"),
         (["run", "fit-mnist", "--data-dir", "/nonexistent/dir"], "not a readable directory"),
         (["frobnicate"], "invalid choice"),
