@@ -204,6 +204,33 @@ def evaluate(outputs: Callable[[Tensor], Tensor], loss_fn: LossFn, x: Tensor, y:
     return tot_loss / n, acc
 
 
+def activation_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of the module outputs that one sample of ``x`` creates in a forward pass.
+
+    Measured, not estimated: every leaf module's output tensors on the first two samples of
+    ``x`` (two, so batch norm in train mode can run), summed and halved. It is what a forward
+    pass of ``B`` samples holds at once, ≈ ``B ×`` this, and what :func:`surface
+    <deepscope.probes.landscape.surface>` and :func:`interpolate
+    <deepscope.probes.landscape.interpolate>` budget their steps by.
+    """
+    total = 0
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        nonlocal total
+        outs = output if isinstance(output, tuple | list) else (output,)
+        total += sum(o.numel() * o.element_size() for o in outs if isinstance(o, Tensor))
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(x[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    return max(1, total // min(2, x.shape[0]))
+
+
 # --- the leaf layout ----------------------------------------------------------------------
 
 

@@ -77,6 +77,17 @@ def _classification(seed=0):
                 num_classes=3)
 
 
+@pytest.mark.parametrize("memory", [1, 500, 10**9])
+def test_interpolation_memory_budget_does_not_change_the_result(memory):
+    data = _classification()
+    a, b = _net(1), _net(2)
+    alphas = np.linspace(-1, 2, 13)
+    ref = interpolate(a, b, F.cross_entropy, data, alphas, chunk=4, batch_size=7)
+    res = interpolate(a, b, F.cross_entropy, data, alphas, memory=memory)
+    for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        np.testing.assert_allclose(getattr(res, k), getattr(ref, k), rtol=1e-12, atol=1e-12)
+
+
 def test_interpolation_endpoints_reproduce_both_models():
     data = _classification()
     a, b = _net(1), _net(2)

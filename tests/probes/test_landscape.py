@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 
 import deepscope as ds
+from deepscope.ensemble import activation_bytes
 from deepscope.params import get_theta, set_theta
 from deepscope.probes.landscape import (
     filter_normalized_direction,
     pca_plane,
     project,
     random_plane,
+    steps,
     surface,
 )
 
@@ -81,6 +83,33 @@ def test_chunk_size_does_not_change_the_result(setup):
     for chunk in (5, 49, 1000):
         res = surface(model, F.cross_entropy, batch, (d1, d2), resolution=7, chunk=chunk)
         np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-12, atol=1e-12)
+
+
+def test_activation_bytes_counts_every_leaf_output_per_sample(setup):
+    model, (x, _) = setup  # Flatten 6 → 8 → ReLU → 8 → ReLU → 3, in float64
+    assert activation_bytes(model, x) == (6 + 8 + 8 + 8 + 8 + 3) * 8
+
+
+def test_steps_fit_the_memory_budget(setup):
+    model, (x, _) = setup  # 328 bytes per sample, 40 samples: 13 120 bytes per point
+    per_point = activation_bytes(model, x) * len(x)
+    assert steps(model, x, memory=10 * per_point) == (10, 40)
+    assert steps(model, x, memory=per_point) == (1, 40)
+    assert steps(model, x, memory=per_point // 4) == (1, 10)
+    assert steps(model, x, memory=1) == (1, 1)
+    with pytest.raises(ValueError, match="memory must be"):
+        steps(model, x, memory=0)
+
+
+@pytest.mark.parametrize("memory", [1, 2300, 13_120, 10**9])
+def test_memory_budget_does_not_change_the_result(setup, memory):
+    """Points one at a time, the data in slices of 1 or 7 samples, or the whole grid in one
+    vmap call: the same surface as the plain loop's (test above), to rounding."""
+    model, batch = setup
+    d1, d2 = random_plane(model, seed=4)
+    ref = surface(model, F.cross_entropy, batch, (d1, d2), resolution=7, chunk=1)
+    res = surface(model, F.cross_entropy, batch, (d1, d2), resolution=7, memory=memory)
+    np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-12, atol=1e-12)
 
 
 def test_surface_of_a_cnn_with_mse_regression():

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..ensemble import evaluate, stacked_forward
-from ..params import flatten, get_theta, objective, param_dict
+from ..ensemble import activation_bytes, evaluate, stacked_forward
+from ..params import flatten, get_theta, objective, param_dict, theta_forward
 from .trajectory import PCAResult, pca
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "pca_plane",
     "project",
     "random_plane",
+    "steps",
     "surface",
 ]
 
@@ -191,6 +192,79 @@ def _plane(model: nn.Module, directions: str | tuple[Tensor, Tensor],
     raise ValueError(f'directions must be "filter", "pca" or (d1, d2), got {directions!r}')
 
 
+MEMORY = 16 * 2**20
+"""Default activation budget of one evaluation step of :func:`surface` and
+:func:`interpolate`, in bytes (16 MiB). Large enough that a small model's whole grid runs
+in a few vectorised calls; small enough that a 784-256-256-10 MLP on 2 048 images (14 MiB of
+module outputs per point) goes one point at a time, which runs at the forward-pass floor
+(1.01× under load 9 on two cores, ``benchmarks/landscape.py``), while 64 points per ``vmap``
+call (900 MiB) ran 1.05× under that load and 1.36× at load 6, and issue 13 measured 2.9×
+on a quiet machine (page faults and cache misses of the large stacked activations)."""
+
+
+def steps(model: nn.Module, x: Tensor, memory: int = MEMORY) -> tuple[int, int]:
+    """``(points, rows)``: how many parameter points one step evaluates together (``vmap``)
+    and on how many rows of ``x``, so that the step's activations stay within ``memory``.
+
+    With ``a`` = :func:`~deepscope.ensemble.activation_bytes` per sample and ``N`` rows: as
+    many points as fit (``memory // (a·N)``, at least 1) on all rows; when one point on all
+    rows exceeds the budget, one point on ``memory // a`` rows at a time.
+    """
+    if memory < 1:
+        raise ValueError(f"memory must be ≥ 1 byte, got {memory}")
+    per_row = activation_bytes(model, x)
+    n = x.shape[0]
+    if per_row * n > memory:
+        return 1, max(1, memory // per_row)
+    return max(1, memory // (per_row * n)), n
+
+
+@dataclass(frozen=True)
+class _Points:
+    """The grid's parameter points ``θ_i = c + ga[i]·d1 + gb[i]·d2``, built on demand."""
+
+    c: Tensor
+    ga: Tensor
+    gb: Tensor
+    d1: Tensor
+    d2: Tensor
+
+    def __len__(self) -> int:
+        return self.ga.numel()
+
+    def __getitem__(self, s: slice) -> Tensor:
+        return self.c + self.ga[s, None] * self.d1 + self.gb[s, None] * self.d2
+
+
+def _evaluate_points(f: Callable[[Tensor], Tensor], thetas: _Points, points: int) -> Tensor:
+    """``f`` at every point, ``points`` per ``vmap`` call (a plain call when 1: ``vmap`` of
+    one point only adds overhead)."""
+    out = torch.empty(len(thetas), dtype=thetas.c.dtype, device=thetas.c.device)
+    fv = torch.vmap(f)
+    for s in range(0, len(thetas), points):
+        e = min(s + points, len(thetas))
+        vals = fv(thetas[s:e]) if points > 1 else f(thetas[s:e][0]).reshape(1)
+        if vals.shape != (e - s,):
+            raise ValueError(
+                f"loss_fn must return a scalar, got shape {tuple(vals.shape[1:])} per point"
+            )
+        out[s:e] = vals
+    return out
+
+
+def _evaluate_sliced(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+                     y: Tensor, thetas: _Points, rows: int) -> Tensor:
+    """One point at a time on ``rows`` samples at a time: the loss is the size-weighted mean
+    of the slices' batch-mean losses."""
+    parts = [(objective(model, loss_fn, (x[i : i + rows], y[i : i + rows]))[0],
+              min(rows, x.shape[0] - i) / x.shape[0]) for i in range(0, x.shape[0], rows)]
+    out = torch.empty(len(thetas), dtype=thetas.c.dtype, device=thetas.c.device)
+    for k in range(len(thetas)):
+        theta = thetas[k : k + 1][0]
+        out[k] = sum(f(theta) * w for f, w in parts)
+    return out
+
+
 def surface(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -202,9 +276,10 @@ def surface(
     center: Tensor | np.ndarray | None = None,
     span=(-1.0, 1.0),
     resolution: int | tuple[int, int] = 21,
-    chunk: int = 64,
+    chunk: int | None = None,
+    memory: int = MEMORY,
 ) -> SurfaceResult:
-    """``L(θc + a·d1 + b·d2)`` on a regular grid of ``(a, b)``, evaluated with ``vmap``.
+    """``L(θc + a·d1 + b·d2)`` on a regular grid of ``(a, b)``, in steps of bounded memory.
 
     Args:
         model, loss_fn, batch: the loss ``loss_fn(model(x), y)`` on ``batch = (x, y)`` — the
@@ -220,7 +295,9 @@ def surface(
         span: ``(lo, hi)`` for both axes, or ``((a0, a1), (b0, b1))``.
         resolution: points per axis, an int or ``(Ra, Rb)``; an odd count over a symmetric span
             includes 0, i.e. the centre itself.
-        chunk: grid points evaluated per vectorised call (memory ≈ chunk × one forward pass).
+        chunk: grid points per vectorised (``vmap``) call; default from ``memory``.
+        memory: the most bytes of activations one step may hold (:data:`MEMORY` by default);
+            see :func:`steps`. ``loss_fn`` must return the batch mean when the data is split.
 
     Returns:
         :class:`SurfaceResult` with ``a (Ra,)``, ``b (Rb,)`` and ``loss (Ra, Rb)``,
@@ -237,29 +314,21 @@ def surface(
         if v.shape != (p,):
             raise ValueError(f"{nm} must have shape ({p},) like θ, got {tuple(v.shape)}")
     ra, rb = (resolution, resolution) if isinstance(resolution, int) else resolution
-    if ra < 1 or rb < 1 or chunk < 1:
+    if ra < 1 or rb < 1 or (chunk is not None and chunk < 1):
         raise ValueError("resolution and chunk must be ≥ 1")
     (a0, a1), (b0, b1) = _spans(span)
     a, b = np.linspace(a0, a1, ra), np.linspace(b0, b1, rb)
-
     ga, gb = torch.meshgrid(
         torch.as_tensor(a, dtype=dtype, device=device),
         torch.as_tensor(b, dtype=dtype, device=device),
         indexing="ij",
     )
-    ga, gb = ga.reshape(-1), gb.reshape(-1)
-    fv = torch.vmap(f)
-    out = torch.empty(ra * rb, dtype=dtype, device=device)
+    thetas = _Points(c, ga.reshape(-1), gb.reshape(-1), d1, d2)
+    x, y = batch
+    points, rows = steps(model, x, memory) if chunk is None else (chunk, x.shape[0])
     with torch.no_grad():
-        for s in range(0, ra * rb, chunk):
-            e = min(s + chunk, ra * rb)
-            thetas = c + ga[s:e, None] * d1 + gb[s:e, None] * d2
-            vals = fv(thetas)
-            if vals.shape != (e - s,):
-                raise ValueError(
-                    f"loss_fn must return a scalar, got shape {tuple(vals.shape[1:])} per point"
-                )
-            out[s:e] = vals
+        out = _evaluate_points(f, thetas, points) if rows >= x.shape[0] else (
+            _evaluate_sliced(model, loss_fn, x, y, thetas, rows))
     loss = out.reshape(ra, rb).to("cpu", torch.float64).numpy()
     return SurfaceResult(a=a, b=b, loss=loss)
 
@@ -310,14 +379,16 @@ class Interpolation:
 
 def interpolate(model_a: nn.Module, model_b: nn.Module,
                 loss_fn: Callable[[Tensor, Tensor], Tensor], data, alphas,
-                *, chunk: int = 8, batch_size: int = 2000) -> Interpolation:
+                *, chunk: int | None = None, batch_size: int | None = None,
+                memory: int = MEMORY) -> Interpolation:
     """Mean loss and accuracy on the full train and test sets of ``data`` along the line
     θ(α) = (1 − α) θ_a + α θ_b (Goodfellow et al., 2015; Keskar et al., 2017, Fig. 3).
 
-    α = 0 is ``model_a``, α = 1 is ``model_b``. The α are evaluated ``chunk`` at a time with
-    ``vmap`` over stacked θ(α), the data ``batch_size`` samples at a time, by the trainer's
-    evaluation (:func:`deepscope.ensemble.evaluate`); ``loss_fn`` must accept
-    ``reduction="none"`` (as ``F.cross_entropy`` and ``F.mse_loss`` do).
+    α = 0 is ``model_a``, α = 1 is ``model_b``. The α are evaluated ``chunk`` at a time
+    (``vmap`` over stacked θ(α); a plain call for one), the data ``batch_size`` samples at a
+    time, by the trainer's evaluation (:func:`deepscope.ensemble.evaluate`); both default to
+    what keeps a step's activations within ``memory`` bytes (:func:`steps`). ``loss_fn`` must
+    accept ``reduction="none"`` (as ``F.cross_entropy`` and ``F.mse_loss`` do).
     """
     theta_a, theta_b = get_theta(model_a), get_theta(model_b)
     if theta_a.shape != theta_b.shape:
@@ -325,18 +396,21 @@ def interpolate(model_a: nn.Module, model_b: nn.Module,
     alphas_t = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=theta_a.dtype,
                                device=theta_a.device)
     classify = getattr(data, "task", "classification") == "classification"
-    forward = stacked_forward(model_a)
+    one, stacked = theta_forward(model_a), stacked_forward(model_a)
 
     def metrics(x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Loss and accuracy ``(A,)`` of every θ(α) on ``(x, y)``, ``chunk`` α at a time."""
+        """Loss and accuracy ``(A,)`` of every θ(α) on ``(x, y)``, a step at a time."""
+        points, rows = steps(model_a, x, memory)
+        points, rows = chunk or points, batch_size or rows
         loss = torch.empty(len(alphas_t), dtype=torch.float64)
         acc = torch.empty_like(loss)
-        for s in range(0, len(alphas_t), chunk):
-            a = alphas_t[s : s + chunk, None]
-            thetas = (1 - a) * theta_a + a * theta_b  # (chunk, P)
-            loss[s : s + chunk], acc[s : s + chunk] = evaluate(
-                partial(forward, thetas), loss_fn, x, y, members=len(a),
-                batch_size=batch_size, classify=classify)
+        for s in range(0, len(alphas_t), points):
+            a = alphas_t[s : s + points, None]
+            thetas = (1 - a) * theta_a + a * theta_b  # (points, P)
+            outputs = (partial(stacked, thetas) if len(a) > 1
+                       else lambda xb, t=thetas[0]: one(t, xb)[None])
+            loss[s : s + points], acc[s : s + points] = evaluate(
+                outputs, loss_fn, x, y, members=len(a), batch_size=rows, classify=classify)
         return loss.numpy(), acc.numpy()
 
     train_loss, train_acc = metrics(data.x_train, data.y_train)
