@@ -82,6 +82,7 @@ SLQ_STEPS, SLQ_PROBES, REF_PROBES = 60, 2, 4
 # equal accuracy. Measured: float32 Lanczos, ours and eigenthings', both land at 5–6e-6.
 FLOAT32_FLOOR = 100 * torch.finfo(torch.float32).eps
 GRID = 31
+F64 = ", dtype=float64"  # the rows of our probes asked for float64 on the float32 model
 
 
 @functools.cache
@@ -157,8 +158,9 @@ def l1(rho: torch.Tensor, ref: dict) -> float:
 
 def top5_cases(model: nn.Module, batch, ref: dict) -> list:
     err = lambda vals: rel_err(vals, ref["top5"])  # noqa: E731
-    cases = [("deepscope Lanczos", lambda: hessian_eigenvalues(
-        fresh(model), F.cross_entropy, batch, k=5).values, err)]
+    cases = [(f"deepscope Lanczos{tag}", lambda dt=dt: hessian_eigenvalues(
+        fresh(model), F.cross_entropy, batch, k=5, dtype=dt).values, err)
+        for tag, dt in (("", None), (F64, torch.float64))]
     if pyhessian := peer("PyHessian"):
         cases.append(("PyHessian power iteration", lambda: pyhessian.hessian(
             fresh(model), F.cross_entropy, data=batch, cuda=False).eigenvalues(top_n=5)[0],
@@ -185,9 +187,11 @@ def top5_cases(model: nn.Module, batch, ref: dict) -> list:
 def trace_cases(model: nn.Module, batch, ref: dict) -> list:
     n = TRACE_PRODUCTS
     err = lambda t: abs(float(t) - ref["trace"]) / abs(ref["trace"])  # noqa: E731
-    cases = [(f"deepscope {est}", lambda est=est: hessian_trace(
-        fresh(model), F.cross_entropy, batch, samples=n, estimator=est, seed=1).estimate, err)
-        for est in ("hutch++", "hutchinson")]
+    cases = [(f"deepscope {est}{tag}", lambda est=est, dt=dt: hessian_trace(
+        fresh(model), F.cross_entropy, batch, samples=n, estimator=est, seed=1,
+        dtype=dt).estimate, err)
+        for est, tag, dt in (("hutch++", "", None), ("hutch++", F64, torch.float64),
+                             ("hutchinson", "", None))]
     if pyhessian := peer("PyHessian"):
         cases.append(("PyHessian trace (Hutchinson)", lambda: statistics.fmean(pyhessian.hessian(
             fresh(model), F.cross_entropy, data=batch, cuda=False).trace(maxIter=n, tol=0.0)),
@@ -234,12 +238,13 @@ def density_cases(model: nn.Module, batch, ref: dict) -> list:
     def err(nodes_weights):
         return l1(smooth(*nodes_weights, ref["grid"], ref["sigma"]), ref)
 
-    def ours():
+    def ours(dtype=None):
         d = spectral_density(fresh(model), F.cross_entropy, batch, steps=SLQ_STEPS,
-                             probes=SLQ_PROBES, seed=3)
+                             probes=SLQ_PROBES, seed=3, dtype=dtype)
         return d.nodes, d.weights
 
-    cases = [("deepscope SLQ", ours, err)]
+    cases = [("deepscope SLQ", ours, err),
+             (f"deepscope SLQ{F64}", lambda: ours(torch.float64), err)]
     if pyhessian := peer("PyHessian"):
         def pyhessian_density():
             h = pyhessian.hessian(fresh(model), F.cross_entropy, data=batch, cuda=False)
@@ -286,7 +291,8 @@ def surface_cases(model: nn.Module, batch, ref: dict) -> list:
 
 
 def measure(cases: list, rounds: int) -> dict:
-    """``{label: (median seconds, error of the last output or None)}``, rounds interleaved."""
+    """``({label: (median seconds, error of the last output or None)}, {label: output})``,
+    rounds interleaved."""
     times = {label: [] for label, _, _ in cases}
     outs = {}
     for _ in range(rounds):
@@ -295,7 +301,7 @@ def measure(cases: list, rounds: int) -> dict:
             outs[label] = run()
             times[label].append(time.perf_counter() - t0)
     return {label: (statistics.median(times[label]), err(outs[label]) if err else None)
-            for label, _, err in cases}
+            for label, _, err in cases}, outs
 
 
 def table(title: str, rows: dict, ours: str) -> None:
@@ -335,6 +341,19 @@ def profile(label: str, run) -> None:
     pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(8)
     body = [ln for ln in s.getvalue().splitlines() if ln.strip()][-9:]
     print(f"  profile of {label} (top 8 by own time):\n    " + "\n    ".join(body))
+
+
+def precision(key: str, out32, out64, t32: float, t64: float, ref: dict) -> None:
+    """What float64 buys: float32 vs float64 from the same random draws (rounding only)."""
+    if key == "top5":
+        diff = rel_err(out32, out64)
+    elif key == "trace":
+        diff = abs(out32 - out64) / abs(out64)
+    else:
+        diff = l1(smooth(*out32, ref["grid"], ref["sigma"]),
+                  {**ref, "density": smooth(*out64, ref["grid"], ref["sigma"])})
+    print(f"  float32 vs float64, same draws: difference {diff:.1e}; float64 takes "
+          f"{t64 / t32:.2f}× the time")
 
 
 def pyhessian_trap(model: nn.Module, batch) -> None:
@@ -387,8 +406,11 @@ def main() -> None:
         if key not in wanted:
             continue
         cases = make(model, batch, ref)
-        rows = measure(cases, args.rounds)
+        rows, outs = measure(cases, args.rounds)
         table(title, rows, ours)
+        if ours + F64 in outs:
+            precision(key, outs[ours], outs[ours + F64], rows[ours][0], rows[ours + F64][0],
+                      ref)
         if speedup is not None and not verdict(key, rows, ours, speedup, accuracy):
             profile(ours, next(run for label, run, _ in cases if label == ours))
 
