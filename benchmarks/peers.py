@@ -394,7 +394,8 @@ def main() -> None:
               ("trace", f"Trace at {TRACE_PRODUCTS} products (error: relative, vs float64 "
                "Hutch++)", trace_cases, "deepscope hutch++", 1.0, False),
               ("density", f"SLQ density, {SLQ_PROBES}×{SLQ_STEPS} products (error: L1 vs "
-               "float64 SLQ {REF_PROBES}×{SLQ_STEPS})", density_cases, "deepscope SLQ", 1.0, False),
+               f"float64 SLQ {REF_PROBES}×{SLQ_STEPS})", density_cases, "deepscope SLQ",
+               1.0, False),
               ("surface", f"{GRID}×{GRID} loss surface (error: max relative, vs the same grid "
                "in float64; the planes differ from loss-landscapes')", surface_cases,
                "deepscope surface", None, False)]

@@ -18,8 +18,9 @@ tridiagonal ``T_m = tridiag(β, α, β)``:
 In floating point the q_j lose orthogonality as soon as a Ritz value converges (Paige 1972;
 Parlett, *The Symmetric Eigenvalue Problem*, 1980), producing spurious copies ("ghosts") of
 converged eigenvalues. We therefore re-orthogonalise every new vector against *all* previous
-ones, with two passes of classical Gram–Schmidt ("twice is enough", Parlett/Kahan): the basis
-stays orthonormal to rounding, at O(n m) extra work per step. If ``β_j`` falls below
+ones by classical Gram–Schmidt, repeated when a pass cancels most of the vector ("twice is
+enough", Parlett/Kahan; the test of Daniel, Gragg, Kaufman & Stewart 1976): the basis stays
+orthonormal to rounding, at O(n m) extra work per step. If ``β_j`` falls below
 ``eps · ‖A‖`` the Krylov space is invariant (breakdown): its Ritz values are exact eigenvalues.
 
 **Ritz pairs.** With ``T_m = S diag(θ) Sᵀ`` the Ritz values θ_i approximate eigenvalues of ``A``,
@@ -82,6 +83,7 @@ Matvec = Callable[[Tensor], Tensor]
 """A symmetric linear operator: ``v`` of shape ``(n,)`` → ``A v`` of shape ``(n,)``."""
 
 _WHICH = ("largest", "smallest", "both_ends")
+_DGKS = 1 / math.sqrt(2)  # reorthogonalise again when a pass keeps less than this share of w
 _DISTS = ("rademacher", "gaussian")
 
 
@@ -246,11 +248,17 @@ class _Krylov:
         self.breakdown = False
 
     def _orth(self, w: Tensor) -> Tensor:
-        """``w`` minus its projection on the basis, two passes of classical Gram–Schmidt."""
+        """``w`` minus its projection on the basis by classical Gram–Schmidt, with the second
+        pass only when the first removed most of ``w`` (‖w'‖ < ‖w‖/√2: Daniel, Gragg, Kaufman
+        & Stewart, 1976). Otherwise one pass is orthogonal to rounding already, and the
+        second would cost as much as the first: 2.0 of 15.5 s of an SLQ density on a 269k-
+        parameter MLP were these passes (``benchmarks/peers.py``'s profile)."""
         if self.m == 0:
             return w
         Q = self.basis[: self.m]
-        for _ in range(2):
+        before = torch.linalg.vector_norm(w)
+        w = w - (Q @ w) @ Q
+        if torch.linalg.vector_norm(w) < before * _DGKS:
             w = w - (Q @ w) @ Q
         return w
 
@@ -318,10 +326,10 @@ def lanczos(matvec: Matvec, n: int, *, steps: int, v0: Tensor | None = None, see
 
     Runs ``m ≤ min(steps, n)`` steps from ``v0`` (normalised; default a Gaussian vector from
     ``generator`` or ``seed``). Every new basis vector is re-orthogonalised against all previous
-    ones, twice, so ``Q`` stays orthonormal to rounding even after ``n`` steps. Stops early on
-    breakdown, when ``β_j ≤ breakdown_tol · max_j ‖A q_j‖`` (default tolerance
-    ``10 √n · eps(dtype)``): the Krylov space is then invariant and ``T``'s eigenvalues are exact
-    eigenvalues of ``A``.
+    ones (a second pass when the first cancels most of it), so ``Q`` stays orthonormal to
+    rounding even after ``n`` steps. Stops early on breakdown, when
+    ``β_j ≤ breakdown_tol · max_j ‖A q_j‖`` (default tolerance ``10 √n · eps(dtype)``): the
+    Krylov space is then invariant and ``T``'s eigenvalues are exact eigenvalues of ``A``.
 
     Args:
         matvec: the symmetric operator, ``(n,) → (n,)``.
