@@ -83,6 +83,7 @@ Matvec = Callable[[Tensor], Tensor]
 """A symmetric linear operator: ``v`` of shape ``(n,)`` → ``A v`` of shape ``(n,)``."""
 
 _WHICH = ("largest", "smallest", "both_ends")
+_BLOCK = 8  # Hutch++ projects this many draws at once (memory: _BLOCK vectors of size n)
 _DGKS = 1 / math.sqrt(2)  # reorthogonalise again when a pass keeps less than this share of w
 _DISTS = ("rademacher", "gaussian")
 
@@ -573,19 +574,23 @@ def hutchpp(matvec: Matvec, n: int, *, matvecs: int = 99, seed: int = 0,
     used = s
     U, sv, _ = torch.linalg.svd(AS, full_matrices=False)
     keep = sv > torch.finfo(dtype).eps * max(n, s) * sv[0] if sv[0] > 0 else sv > 0
-    Q = U[:, keep]  # (n, r)
+    # Q as rows (r, n): each product gets a contiguous vector (a strided column made a
+    # Hessian-vector product 10 % slower, benchmarks/peers.py's problem).
+    Qt = U[:, keep].T.contiguous()
     top = 0.0
-    for j in range(Q.shape[1]):
-        top += float(Q[:, j] @ _apply(matvec, Q[:, j]))
+    for q in Qt:
+        top += float(q @ _apply(matvec, q))
         used += 1
-    if Q.shape[1] >= n:
+    if Qt.shape[0] >= n:
         return TraceEstimate(estimate=top, std_error=0.0, samples=0, matvecs=used)
     g = matvecs - used
     quad = []
-    for _ in range(g):
-        z = _random(n, gen, dist, dtype, dev)
-        y = z - Q @ (Q.T @ z)
-        quad.append(float(y @ _apply(matvec, y)))
+    for start in range(0, g, _BLOCK):
+        # (I − QQᵀ) z for a block of draws at once: two matrix products instead of 2·block
+        # matrix-vector products, each of which reads all of Q.
+        Z = torch.stack([_random(n, gen, dist, dtype, dev) for _ in range(min(_BLOCK, g - start))])
+        for y in Z - (Z @ Qt.T) @ Qt:
+            quad.append(float(y @ _apply(matvec, y)))
     used += g
     rest, err = _mean_and_error(quad)
     return TraceEstimate(estimate=top + rest, std_error=err, samples=g, matvecs=used)
