@@ -232,12 +232,13 @@ class _Krylov:
     entry and stays a valid projection ``Qᵀ A Q``)."""
 
     def __init__(self, matvec: Matvec, n: int, dtype: torch.dtype, device: torch.device,
-                 breakdown_tol: float | None) -> None:
+                 breakdown_tol: float | None, capacity: int = 32) -> None:
         self.matvec, self.n, self.dtype, self.device = matvec, n, dtype, device
         eps = torch.finfo(dtype).eps
         self.tol = 10 * math.sqrt(n) * eps if breakdown_tol is None else breakdown_tol
         self.exhausted_tol = 100 * math.sqrt(n) * eps
-        self.basis = torch.empty(min(n, 32), n, dtype=dtype, device=device)  # rows q_j
+        # rows q_j; grown geometrically past ``capacity`` (a copy of the whole basis)
+        self.basis = torch.empty(min(n, capacity), n, dtype=dtype, device=device)
         self.m = 0
         self.alpha: list[float] = []
         self.beta: list[float] = []
@@ -636,7 +637,7 @@ def spectral_density(matvec: Matvec, n: int, *, steps: int = 60, probes: int = 8
     used = 0
     for p in range(probes):
         v = _random(n, gen, "rademacher", dtype, dev) / math.sqrt(n)
-        kr = _Krylov(matvec, n, dtype, dev, None)
+        kr = _Krylov(matvec, n, dtype, dev, None, capacity=m)
         kr.start(v)
         while kr.m < m and kr.next_q is not None:
             kr.step()
