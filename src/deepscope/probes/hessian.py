@@ -24,13 +24,14 @@ every minimum. :func:`curvature_signature` gives the counts for a whole range of
 **Precision.** Every probe here works in the model's dtype unless ``dtype=`` says otherwise,
 as PyHessian, curvlinops and hessian-eigenthings do: a float32 model gives float32 products
 and float32 Lanczos. What float64 buys, measured by ``benchmarks/peers.py`` (784-256-256-10
-tanh MLP, 2 048 MNIST images, 1 thread, float32 model; medians of 3 rounds on a busy 2-core
-machine): the top-5 eigenvalues come out to 6.4e-6 relative error in float32 (1.42 s) and
-4.3e-14 in float64 (3.17 s, 2.2× the time), against float64 Lanczos to 1e-10; a Hutch++ trace
-of 99 products differs between float32 and float64 by 3.4e-6 relative from the same draws,
-while its sampling error is 1.5e-2 (float64: 2.3× the time); an SLQ density of 2 × 60 steps,
-by 2.6e-6 in L1 (float64: 1.9× the time). Float32 thus costs nothing a stochastic estimate
-can see, and holds eigenvalues to about 1e-5 relative; float64 buys digits beyond that.
+tanh MLP, 2 048 MNIST images, 1 thread, float32 model; medians of 3 rounds on a shared
+2-core machine, load 2–5): the top-5 eigenvalues come out to 6.4e-6 relative error in
+float32 (1.62 s) and 4.3e-14 in float64 (3.80 s, 2.35× the time), against float64 Lanczos
+to 1e-10. A Hutch++ trace of 99 products differs between float32 and float64 by 1.2e-6
+relative from the same draws, while its sampling error is 1.5e-2 (float64: 2.2× the time);
+an SLQ density of 2 × 60 steps, by 2.6e-6 in L1 (float64: 2.2× the time). Float32 thus
+costs nothing a stochastic estimate can see, and holds eigenvalues to about 1e-5 relative;
+float64 buys digits beyond that.
 Callers that need float64 ask for it: the minimal ratio (eigenvalues near zero are counted
 against τ = 1e-6·max|λ|, below float32 rounding of the Hessian) and the critical-point search
 (‖∇L‖ of 1e-8 is below float32 noise).
@@ -169,7 +170,7 @@ def hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, batch: Batch, *, k: i
     reorthogonalisation on Hessian-vector products; see :func:`linalg.eigsh`.
 
     In ``dtype`` (default None: the model's). Float32 holds eigenvalues to about 1e-5
-    relative (6.4e-6 on the module docstring's MLP), float64 to 1e-13 at 2.2× the time.
+    relative (6.4e-6 on the module docstring's MLP), float64 to 1e-13 at 2.35× the time.
     """
     theta = _theta(model, dtype)
     mv = hvp(model, loss_fn, batch, method=method, dtype=dtype)
