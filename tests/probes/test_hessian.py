@@ -40,7 +40,8 @@ def test_hessian_matches_autograd_functional():
     model, batch = _mlp(), _regression()
     f, theta = objective(model, F.mse_loss, batch)
     exact = torch.autograd.functional.hessian(f, theta)
-    torch.testing.assert_close(hessian(model, F.mse_loss, batch), exact, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hessian(model, F.mse_loss, batch, dtype=torch.float64), exact,
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_hessian_matches_least_squares_closed_form():
@@ -74,14 +75,16 @@ def test_hvp_equals_dense_product(method, loss_fn):
     model, batch = _mlp(), _regression()
     H = hessian(model, loss_fn, batch)
     v = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    torch.testing.assert_close(hvp(model, loss_fn, batch, method=method)(v), H @ v)
+    torch.testing.assert_close(hvp(model, loss_fn, batch, method=method, dtype=torch.float64)(v),
+                               H @ v)
 
 
 def test_lanczos_eigenvalues_match_eigvalsh():
     model, batch = _mlp(), _regression()
     exact = torch.linalg.eigvalsh(hessian(model, F.mse_loss, batch))
-    top = hessian_eigenvalues(model, F.mse_loss, batch, k=5, which="largest")
-    bottom = hessian_eigenvalues(model, F.mse_loss, batch, k=5, which="smallest")
+    top = hessian_eigenvalues(model, F.mse_loss, batch, k=5, which="largest", dtype=torch.float64)
+    bottom = hessian_eigenvalues(model, F.mse_loss, batch, k=5, which="smallest",
+                                 dtype=torch.float64)
     torch.testing.assert_close(torch.as_tensor(top.values), exact.flip(0)[:5], rtol=1e-6,
                                atol=1e-9)
     torch.testing.assert_close(torch.as_tensor(bottom.values), exact[:5], rtol=1e-6, atol=1e-9)
@@ -90,10 +93,42 @@ def test_lanczos_eigenvalues_match_eigvalsh():
 def test_trace_and_density_agree_with_the_exact_spectrum():
     model, batch = _mlp(), _regression()
     lam = torch.linalg.eigvalsh(hessian(model, F.mse_loss, batch))
-    est = hessian_trace(model, F.mse_loss, batch, samples=300, estimator="hutchinson")
+    est = hessian_trace(model, F.mse_loss, batch, samples=300, estimator="hutchinson",
+                        dtype=torch.float64)
     assert abs(est.estimate - lam.sum().item()) < 3 * est.std_error
-    dens = spectral_density(model, F.mse_loss, batch, steps=lam.numel(), probes=4)
+    dens = spectral_density(model, F.mse_loss, batch, steps=lam.numel(), probes=4,
+                            dtype=torch.float64)
     np.testing.assert_allclose(np.asarray(dens.weights).sum(-1), 1.0, atol=1e-10)
+
+
+def test_curvature_follows_the_models_dtype_unless_told():
+    """A float32 model gives float32 work that agrees with float64; ``dtype=`` overrides."""
+    x, y = _regression()
+    model64 = _mlp()
+    model32 = _mlp().float()
+    batch32 = (x.float(), y.float())
+    v = torch.randn(ds.count_params(model32), generator=torch.Generator().manual_seed(1))
+    Hv32 = hvp(model32, F.mse_loss, batch32)(v)
+    Hv64 = hvp(model64, F.mse_loss, (x, y))(v.double())
+    assert Hv32.dtype == torch.float32 and Hv64.dtype == torch.float64
+    torch.testing.assert_close(Hv32.double(), Hv64, rtol=1e-4, atol=1e-5)
+    assert hessian(model32, F.mse_loss, batch32).dtype == torch.float32
+
+    top32 = hessian_eigenvalues(model32, F.mse_loss, batch32, k=3)
+    top64 = hessian_eigenvalues(model64, F.mse_loss, (x, y), k=3)
+    assert top32.values.dtype == torch.float32 and top32.vectors.dtype == torch.float32
+    np.testing.assert_allclose(top32.values.double(), top64.values, rtol=1e-4)
+    over = hessian_eigenvalues(model32, F.mse_loss, batch32, k=3, dtype=torch.float64)
+    assert over.values.dtype == torch.float64
+    np.testing.assert_allclose(over.values, top64.values, rtol=1e-9)
+
+    tr32 = hessian_trace(model32, F.mse_loss, batch32, samples=40, estimator="hutchinson")
+    tr64 = hessian_trace(model32, F.mse_loss, batch32, samples=40, estimator="hutchinson",
+                         dtype=torch.float64)
+    assert tr32.estimate == pytest.approx(tr64.estimate, rel=1e-4)
+    d32 = spectral_density(model32, F.mse_loss, batch32, steps=10, probes=2)
+    d64 = spectral_density(model32, F.mse_loss, batch32, steps=10, probes=2, dtype=torch.float64)
+    assert d32.nodes.dtype == torch.float32 and d64.nodes.dtype == torch.float64
 
 
 def test_minimal_ratio_reads_a_planted_saddle_and_a_convex_minimum():

@@ -18,8 +18,9 @@ tridiagonal ``T_m = tridiag(β, α, β)``:
 In floating point the q_j lose orthogonality as soon as a Ritz value converges (Paige 1972;
 Parlett, *The Symmetric Eigenvalue Problem*, 1980), producing spurious copies ("ghosts") of
 converged eigenvalues. We therefore re-orthogonalise every new vector against *all* previous
-ones, with two passes of classical Gram–Schmidt ("twice is enough", Parlett/Kahan): the basis
-stays orthonormal to rounding, at O(n m) extra work per step. If ``β_j`` falls below
+ones by classical Gram–Schmidt, repeated when a pass cancels most of the vector ("twice is
+enough", Parlett/Kahan; the test of Daniel, Gragg, Kaufman & Stewart 1976): the basis stays
+orthonormal to rounding, at O(n m) extra work per step. If ``β_j`` falls below
 ``eps · ‖A‖`` the Krylov space is invariant (breakdown): its Ritz values are exact eigenvalues.
 
 **Ritz pairs.** With ``T_m = S diag(θ) Sᵀ`` the Ritz values θ_i approximate eigenvalues of ``A``,
@@ -82,6 +83,8 @@ Matvec = Callable[[Tensor], Tensor]
 """A symmetric linear operator: ``v`` of shape ``(n,)`` → ``A v`` of shape ``(n,)``."""
 
 _WHICH = ("largest", "smallest", "both_ends")
+_BLOCK = 8  # Hutch++ projects this many draws at once (memory: _BLOCK vectors of size n)
+_DGKS = 1 / math.sqrt(2)  # reorthogonalise again when a pass keeps less than this share of w
 _DISTS = ("rademacher", "gaussian")
 
 
@@ -229,12 +232,13 @@ class _Krylov:
     entry and stays a valid projection ``Qᵀ A Q``)."""
 
     def __init__(self, matvec: Matvec, n: int, dtype: torch.dtype, device: torch.device,
-                 breakdown_tol: float | None) -> None:
+                 breakdown_tol: float | None, capacity: int = 32) -> None:
         self.matvec, self.n, self.dtype, self.device = matvec, n, dtype, device
         eps = torch.finfo(dtype).eps
         self.tol = 10 * math.sqrt(n) * eps if breakdown_tol is None else breakdown_tol
         self.exhausted_tol = 100 * math.sqrt(n) * eps
-        self.basis = torch.empty(min(n, 32), n, dtype=dtype, device=device)  # rows q_j
+        # rows q_j; grown geometrically past ``capacity`` (a copy of the whole basis)
+        self.basis = torch.empty(min(n, capacity), n, dtype=dtype, device=device)
         self.m = 0
         self.alpha: list[float] = []
         self.beta: list[float] = []
@@ -246,11 +250,17 @@ class _Krylov:
         self.breakdown = False
 
     def _orth(self, w: Tensor) -> Tensor:
-        """``w`` minus its projection on the basis, two passes of classical Gram–Schmidt."""
+        """``w`` minus its projection on the basis by classical Gram–Schmidt, with the second
+        pass only when the first removed most of ``w`` (‖w'‖ < ‖w‖/√2: Daniel, Gragg, Kaufman
+        & Stewart, 1976). Otherwise one pass is orthogonal to rounding already, and the
+        second would cost as much as the first: 2.0 of 15.5 s of an SLQ density on a 269k-
+        parameter MLP were these passes (``benchmarks/peers.py``'s profile)."""
         if self.m == 0:
             return w
         Q = self.basis[: self.m]
-        for _ in range(2):
+        before = torch.linalg.vector_norm(w)
+        w = w - (Q @ w) @ Q
+        if torch.linalg.vector_norm(w) < before * _DGKS:
             w = w - (Q @ w) @ Q
         return w
 
@@ -318,10 +328,10 @@ def lanczos(matvec: Matvec, n: int, *, steps: int, v0: Tensor | None = None, see
 
     Runs ``m ≤ min(steps, n)`` steps from ``v0`` (normalised; default a Gaussian vector from
     ``generator`` or ``seed``). Every new basis vector is re-orthogonalised against all previous
-    ones, twice, so ``Q`` stays orthonormal to rounding even after ``n`` steps. Stops early on
-    breakdown, when ``β_j ≤ breakdown_tol · max_j ‖A q_j‖`` (default tolerance
-    ``10 √n · eps(dtype)``): the Krylov space is then invariant and ``T``'s eigenvalues are exact
-    eigenvalues of ``A``.
+    ones (a second pass when the first cancels most of it), so ``Q`` stays orthonormal to
+    rounding even after ``n`` steps. Stops early on breakdown, when
+    ``β_j ≤ breakdown_tol · max_j ‖A q_j‖`` (default tolerance ``10 √n · eps(dtype)``): the
+    Krylov space is then invariant and ``T``'s eigenvalues are exact eigenvalues of ``A``.
 
     Args:
         matvec: the symmetric operator, ``(n,) → (n,)``.
@@ -565,19 +575,23 @@ def hutchpp(matvec: Matvec, n: int, *, matvecs: int = 99, seed: int = 0,
     used = s
     U, sv, _ = torch.linalg.svd(AS, full_matrices=False)
     keep = sv > torch.finfo(dtype).eps * max(n, s) * sv[0] if sv[0] > 0 else sv > 0
-    Q = U[:, keep]  # (n, r)
+    # Q as rows (r, n): each product gets a contiguous vector (a strided column made a
+    # Hessian-vector product 10 % slower, benchmarks/peers.py's problem).
+    Qt = U[:, keep].T.contiguous()
     top = 0.0
-    for j in range(Q.shape[1]):
-        top += float(Q[:, j] @ _apply(matvec, Q[:, j]))
+    for q in Qt:
+        top += float(q @ _apply(matvec, q))
         used += 1
-    if Q.shape[1] >= n:
+    if Qt.shape[0] >= n:
         return TraceEstimate(estimate=top, std_error=0.0, samples=0, matvecs=used)
     g = matvecs - used
     quad = []
-    for _ in range(g):
-        z = _random(n, gen, dist, dtype, dev)
-        y = z - Q @ (Q.T @ z)
-        quad.append(float(y @ _apply(matvec, y)))
+    for start in range(0, g, _BLOCK):
+        # (I − QQᵀ) z for a block of draws at once: two matrix products instead of 2·block
+        # matrix-vector products, each of which reads all of Q.
+        Z = torch.stack([_random(n, gen, dist, dtype, dev) for _ in range(min(_BLOCK, g - start))])
+        for y in Z - (Z @ Qt.T) @ Qt:
+            quad.append(float(y @ _apply(matvec, y)))
     used += g
     rest, err = _mean_and_error(quad)
     return TraceEstimate(estimate=top + rest, std_error=err, samples=g, matvecs=used)
@@ -623,7 +637,7 @@ def spectral_density(matvec: Matvec, n: int, *, steps: int = 60, probes: int = 8
     used = 0
     for p in range(probes):
         v = _random(n, gen, "rademacher", dtype, dev) / math.sqrt(n)
-        kr = _Krylov(matvec, n, dtype, dev, None)
+        kr = _Krylov(matvec, n, dtype, dev, None, capacity=m)
         kr.start(v)
         while kr.m < m and kr.next_q is not None:
             kr.step()

@@ -141,6 +141,8 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
             for k in ("train_loss", "test_loss", "train_acc", "test_acc"):
                 out[k][s] = getattr(line, k)
             for j, m in enumerate(models):
+                # In the model's precision: the curvature dᵀHd along a few directions is
+                # compared between minima, far above float32 rounding.
                 mv = hvp(m, F.cross_entropy, batch)
                 f, theta = objective(m, F.cross_entropy, batch)
                 curves = []

@@ -170,12 +170,15 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         trace = train(models, data, optimizer="adam", lr=cfg.lr, epochs=epochs,
                       eval_every=max(epochs, 1), dtype=torch.float64, device="cpu",
                       progress=False, seed=seeds[0])
+        # float64 asked for explicitly (the models are float64 too): ‖∇L‖ < grad_tol and the
+        # counts of eigenvalues within τ = 1e-6·max|λ| of zero are below float32 rounding.
         cp = find_critical_point(models, F.mse_loss, batch, tol=cfg.grad_tol,
                                  max_steps=cfg.crit_steps, lr=cfg.crit_lr,
                                  descent_steps=cfg.descent_steps if group == 0 else 0,
                                  newton_steps=cfg.newton_steps, newton=cfg.newton,
-                                 pinv_rtol=cfg.pinv_rtol)
-        H = ensemble_hessians(models, F.mse_loss, batch)  # (M, P, P) at the final points
+                                 pinv_rtol=cfg.pinv_rtol, dtype=torch.float64)
+        # (M, P, P) at the final points
+        H = ensemble_hessians(models, F.mse_loss, batch, dtype=torch.float64)
         lam = torch.linalg.eigvalsh(H)
         sig = curvature_signature(lam.numpy(), rel_tols)  # counts (M, T)
         main = int(np.flatnonzero(rel_tols == cfg.rel_tol)[0])
