@@ -58,31 +58,31 @@ from .. import plot as P
 from ..context import Context
 from ..probes.sensitivity import OUTPUTS, sensitivity
 from . import common as C
-from .base import DataNeed, Expectation, Study, field, require, spearman_ci, verdict
+from .base import DataNeed, Expectation, Study, spearman_ci, verdict
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Checked):
     batch_sizes: tuple[int, ...] = field((16, 64, 256, 1024, 4096),
-                                         "batch sizes (five or more, log-spaced)")
-    subset: int = field(4096, "training images")
-    test_subset: int = field(2000, "test images")
-    width: int = field(128, "hidden width of the 784-w-w-10 MLP")
-    lr: float = field(1e-3, "Adam learning rate, the same at every batch size")
-    target_loss: float = field(0.05, "criterion: training cross-entropy at most this")
-    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)")
-    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)")
-    seeds: int = field(5, "initialisations per batch size")
-    output: str = field("softmax", "Jacobian of 'softmax' or 'logits'")
-
-    def __post_init__(self):
-        require(len(self.batch_sizes) >= 2 and min(self.batch_sizes) >= 1,
-                "batch_sizes must be ≥ 1 (five or more, log-spaced, for the study)")
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(min(self.width, self.max_steps, self.max_epochs, self.seeds) >= 1,
-                "width, max_steps, max_epochs and seeds must be ≥ 1")
-        require(self.lr > 0 and self.target_loss > 0, "lr and target_loss must be > 0")
-        require(self.output in OUTPUTS, f"output must be one of {OUTPUTS}")
+                                         "batch sizes (five or more, log-spaced)",
+                                         role="optimiser", lo=1, min_len=2)
+    subset: int = field(4096, "training images", role="data", lo=10, hi=60_000,
+                        hi_reason="MNIST has")
+    test_subset: int = field(2000, "test images", role="data", lo=10, hi=10_000,
+                             hi_reason="MNIST has")
+    width: int = field(128, "hidden width of the 784-w-w-10 MLP", role="model", lo=1)
+    lr: float = field(1e-3, "Adam learning rate, the same at every batch size",
+                      role="optimiser", lo=0, lo_open=True)
+    target_loss: float = field(0.05, "criterion: training cross-entropy at most this",
+                               role="schedule", lo=0, lo_open=True)
+    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)",
+                           role="schedule", lo=1)
+    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)",
+                            role="schedule", lo=1)
+    seeds: int = field(5, "initialisations per batch size", role="seeds", lo=1)
+    output: str = field("softmax", "Jacobian of 'softmax' or 'logits'", role="measurement",
+                        choices=OUTPUTS)
 
 
 SCALES = {k: dict(v) for k, v in C.SWEEP_SCALES.items()}  # shared with sharpness

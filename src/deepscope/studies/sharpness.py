@@ -51,37 +51,38 @@ from ..params import objective
 from ..probes.hessian import hessian_eigenvalues, hessian_trace
 from ..probes.sharpness import sharpness
 from . import common as C
-from .base import DataNeed, Expectation, Study, field, require, spearman_ci, verdict
+from .base import DataNeed, Expectation, Study, spearman_ci, verdict
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
-    batch_sizes: tuple[int, ...] = field((16, 64, 256, 1024, 4096), "batch sizes")
-    subset: int = field(4096, "training images")
-    test_subset: int = field(2000, "test images")
-    width: int = field(128, "hidden width of the 784-w-w-10 MLP")
-    lr: float = field(1e-3, "Adam learning rate, the same at every batch size")
-    target_loss: float = field(0.05, "criterion: training cross-entropy at most this")
-    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)")
-    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)")
-    seeds: int = field(5, "initialisations per batch size")
-    probe_subset: int = field(2048, "training images the probes are computed on")
-    eps: tuple[float, ...] = field((1e-4, 1e-3, 1e-2), "box sizes ε")
-    ascent_steps: int = field(10, "sign-gradient ascent steps per start")
-    restarts: int = field(0, "random starts in the box besides δ = 0")
-    trace_samples: int = field(30, "Hessian-vector products for the Hutch++ trace")
-
-    def __post_init__(self):
-        require(len(self.batch_sizes) >= 2 and min(self.batch_sizes) >= 1,
-                "batch_sizes must be ≥ 1")
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(min(self.width, self.max_steps, self.max_epochs, self.seeds,
-                    self.ascent_steps, self.probe_subset) >= 1,
-                "width, max_steps, max_epochs, seeds, ascent_steps, probe_subset must be ≥ 1")
-        require(self.lr > 0 and self.target_loss > 0 and all(e > 0 for e in self.eps),
-                "lr, target_loss and eps must be > 0")
-        require(self.restarts >= 0 and self.trace_samples >= 3,
-                "restarts ≥ 0 and trace_samples ≥ 3")
+class Config(Checked):
+    batch_sizes: tuple[int, ...] = field((16, 64, 256, 1024, 4096), "batch sizes",
+                                         role="optimiser", lo=1, min_len=2)
+    subset: int = field(4096, "training images", role="data", lo=10, hi=60_000,
+                        hi_reason="MNIST has")
+    test_subset: int = field(2000, "test images", role="data", lo=10, hi=10_000,
+                             hi_reason="MNIST has")
+    width: int = field(128, "hidden width of the 784-w-w-10 MLP", role="model", lo=1)
+    lr: float = field(1e-3, "Adam learning rate, the same at every batch size",
+                      role="optimiser", lo=0, lo_open=True)
+    target_loss: float = field(0.05, "criterion: training cross-entropy at most this",
+                               role="schedule", lo=0, lo_open=True)
+    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)",
+                           role="schedule", lo=1)
+    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)",
+                            role="schedule", lo=1)
+    seeds: int = field(5, "initialisations per batch size", role="seeds", lo=1)
+    probe_subset: int = field(2048, "training images the probes are computed on",
+                              role="measurement", lo=1)
+    eps: tuple[float, ...] = field((1e-4, 1e-3, 1e-2), "box sizes ε", role="measurement",
+                                   lo=0, lo_open=True)
+    ascent_steps: int = field(10, "sign-gradient ascent steps per start", role="measurement",
+                              lo=1)
+    restarts: int = field(0, "random starts in the box besides δ = 0", role="measurement",
+                          lo=0)
+    trace_samples: int = field(30, "Hessian-vector products for the Hutch++ trace",
+                               role="measurement", lo=3)
 
 
 SCALES = {  # the sweep's scales are shared with sensitivity, so the models are too
