@@ -65,24 +65,13 @@ from ..probes.hessian import hvp
 from ..probes.landscape import filter_normalized_direction, interpolate
 from . import common as C
 from .base import DataNeed, Expectation, Study, bootstrap_ci, require, verdict
-from .fields import Checked, field
+from .fields import field
 
 
 @dataclass(frozen=True)
-class Config(Checked):
-    subset: int = field(4096, "training images", role="data", lo=10, hi=60_000,
-                        hi_reason="MNIST has")
-    test_subset: int = field(2000, "test images", role="data", lo=10, hi=10_000,
-                             hi_reason="MNIST has")
-    width: int = field(128, "hidden width of the 784-w-w-10 MLP", role="model", lo=1)
+class Config(C.SweepConfig):  # the sweep's training settings (two re-declared), then:
     lr: float = field(1e-3, "Adam learning rate of the batch pair and of the lr pair's model 1",
                       role="optimiser", lo=0, lo_open=True)
-    target_loss: float = field(0.05, "criterion: training cross-entropy at most this",
-                               role="schedule", lo=0, lo_open=True)
-    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)",
-                           role="schedule", lo=1)
-    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)",
-                            role="schedule", lo=1)
     seeds: int = field(5, "pairs: shared initialisations", role="seeds", lo=1)
     small_batch: int = field(64, "batch size of model 1 in the batch pair", role="optimiser",
                              lo=1)
