@@ -404,8 +404,7 @@ def _search_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
 
 def _spectrum_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     """Near-null eigenvalues and the minima/saddles split across τ (critical points only)."""
-    conv, _flat, _ = _groups(result)
-    _n, P_ = len(conv), result["eigenvalues"].shape[1]
+    conv, P_ = _groups(result)[0], result["eigenvalues"].shape[1]
     init = result["group"] == 1
     trained = ~init
     lines: list[str] = []
@@ -446,8 +445,7 @@ def _spectrum_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
 
 def _correlation_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     """Spearman ρ(ratio, loss) with its interval, and the two groups of critical points."""
-    conv, _flat, _ = _groups(result)
-    _n, P_ = len(conv), result["eigenvalues"].shape[1]
+    conv, P_ = _groups(result)[0], result["eigenvalues"].shape[1]
     init = result["group"] == 1
     trained = ~init
     rel = result["rel_tols"]
