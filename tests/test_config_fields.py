@@ -85,6 +85,8 @@ def test_direct_and_stored_configs_are_checked_too():
     study = STUDIES["sharpness"]
     with pytest.raises(ValueError, match=r"eps must be > 0, got -1\.0"):
         study.Config(eps=(1e-3, -1.0))
+    with pytest.raises(ValueError, match="lr must be > 0, got nan"):
+        study.Config(lr=float("nan"))  # make_config refuses NaN earlier; a direct call here
     stored = dataclasses.asdict(make_config(study, "quick"))
     with pytest.raises(ValueError, match="test_subset=20000 is more than MNIST has"):
         stored_config(study, {**stored, "test_subset": 20000})

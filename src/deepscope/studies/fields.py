@@ -101,8 +101,9 @@ def spec_of(f: dataclasses.Field) -> Spec:
 
 def _range_error(name: str, value: Any, spec: Spec) -> str | None:
     """Why the number ``value`` of field ``name`` lies outside ``spec``'s interval, or None."""
-    below = spec.lo is not None and (value <= spec.lo if spec.lo_open else value < spec.lo)
-    above = spec.hi is not None and (value >= spec.hi if spec.hi_open else value > spec.hi)
+    # Written as "not inside" so that NaN, which compares false, lies outside every bound.
+    below = spec.lo is not None and not (value > spec.lo if spec.lo_open else value >= spec.lo)
+    above = spec.hi is not None and not (value < spec.hi if spec.hi_open else value <= spec.hi)
     if above and spec.hi_reason:
         return (f"{name}={value} is more than {spec.hi_reason} ({spec.hi}); "
                 f"use at most {spec.hi}")
