@@ -134,6 +134,21 @@ def test_setup_rows_group_the_config_by_role_and_show_the_data_sets_used():
                           ROLES["schedule"], ROLES["seeds"]]
 
 
+@dataclass(frozen=True)
+class _Targets(Checked):
+    functions: tuple[str, ...] = field(("sinc",), "1-D targets", role="data",
+                                       choices=("sinc", "sign"))
+    activation: str = field("relu", "hidden activation", role="model", choices=("relu", "tanh"))
+
+
+def test_an_unknown_choice_is_named_with_its_field_and_the_choices():
+    with pytest.raises(ValueError, match=r"unknown function 'sine' in functions; choose one of "
+                                         r"\['sinc', 'sign'\]"):
+        _Targets(functions=("sinc", "sine"))
+    with pytest.raises(ValueError, match="unknown activation 'swish'; choose one of"):
+        _Targets(activation="swish")
+
+
 def test_an_unknown_role_is_refused_where_it_is_declared():
     with pytest.raises(ValueError, match="role 'optimizer' is not one of"):
         field(1e-3, "learning rate", role="optimizer")

@@ -115,10 +115,12 @@ def _range_error(name: str, value: Any, spec: Spec) -> str | None:
     return f"{name} must {lie}{valid}, got {value!r}"
 
 
-def _value_error(name: str, value: Any, spec: Spec) -> str | None:
-    """Why one value of field ``name`` is not valid, or None."""
+def _value_error(name: str, value: Any, spec: Spec, many: bool) -> str | None:
+    """Why one value of field ``name`` (one of several if ``many``) is not valid, or None."""
     if spec.choices is not None and value not in spec.choices:
-        return f"unknown {name} {value!r}; choose one of {list(spec.choices)}"
+        # one of several: "unknown function 'sine' in functions"
+        what = f"{name.removesuffix('s')} {value!r} in {name}" if many else f"{name} {value!r}"
+        return f"unknown {what}; choose one of {list(spec.choices)}"
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _range_error(name, value, spec)
     return None
@@ -133,12 +135,12 @@ def check_fields(cfg: Any) -> None:
     """
     for f in dataclasses.fields(cfg):
         spec, value = spec_of(f), getattr(cfg, f.name)
-        values = value if isinstance(value, tuple) else (value,)
+        many = isinstance(value, tuple)
         problem = None
-        if isinstance(value, tuple) and len(value) < spec.min_len:
+        if many and len(value) < spec.min_len:
             problem = f"{f.name} needs at least {spec.min_len} values, got {len(value)}"
-        for v in values:
-            problem = problem or _value_error(f.name, v, spec)
+        for v in value if many else (value,):
+            problem = problem or _value_error(f.name, v, spec, many)
         if problem:
             raise ValueError(f"{problem} ({spec.why})" if spec.why else problem)
 
