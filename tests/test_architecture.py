@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "deepscope"
-STUDY_HELPERS = {"base", "common", "__init__"}
+STUDY_HELPERS = {"base", "common", "fields", "__init__"}
 # part -> the parts of deepscope it may import (besides errors and version, open to all)
 ALLOWED = {
     "params": set(), "errors": set(), "version": set(), "models": set(), "plot": set(),

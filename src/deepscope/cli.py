@@ -86,15 +86,17 @@ def _cmd_list() -> int:
 
 def _cmd_show(name: str) -> int:
     from .runner import get_study
-    from .studies.base import config_fields
+    from .studies.fields import config_fields
 
     study = get_study(name)
     print(f"{name}: {study.summary}\n")
-    rows = config_fields(study)
-    w = max(len(r[0]) for r in rows)
-    t = max(len(r[1]) for r in rows)
-    for fname, tname, default, doc in rows:
-        print(f"  {fname:<{w}}  {tname:<{t}}  {default!s:<22} {doc}")
+    rows = config_fields(study.Config)
+    head = ("field", "type", "default", "role", "valid values", "meaning")
+    cells = [head, *[(r.name, r.type, str(r.default), r.role, r.valid, r.doc)
+                     for r in rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head) - 1)]
+    for c in cells:
+        print("  " + "  ".join(f"{x:<{w}}" for x, w in zip(c, widths)) + "  " + c[-1])
     print("\nscales (overrides of the defaults above):")
     for scale, over in study.scales.items():
         print(f"  {scale}: " + ", ".join(f"{k}={v}" for k, v in over.items()))

@@ -28,6 +28,7 @@ from .plot import quiet_numpy, to_png
 from .store import StoredRun, atomic_write_bytes, latest_failure, latest_runs, stored_figures
 from .studies import STUDIES
 from .studies.base import stored_config
+from .studies.fields import ROLES, roles
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;
@@ -60,30 +61,30 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _setup_rows(run: StoredRun) -> list[tuple[str, str]]:
-    """The setup as a reader looks for it, read off the stored config and result."""
+def _setup_rows(run: StoredRun, config_class: type) -> list[tuple[str, str]]:
+    """The setup as a reader looks for it: the scale, the models' sizes, then the stored
+    config's fields grouped by the role each declares (in the order of ``ROLES``).
+
+    A data field that the result records too is shown as the result has it — what was used,
+    not what was asked for (fit-mnist stores the image sets it could read).
+    """
     cfg, res = run.config, run.result
-    groups = {  # config keys by role; a key belongs to the first role whose test it passes
-        "learning rate": lambda k: k == "lr" or k.endswith("_lr"),
-        "batch size": lambda k: "batch" in k,
-        "epochs / steps": lambda k: "epoch" in k or k.endswith("steps"),
-        "seeds / runs": lambda k: k in ("seeds", "runs"),
-        "data": lambda k: k in ("subset", "test_subset", "n_train", "function", "functions",
-                                "datasets", "label_noise"),
-    }
     rows = [("scale", str(run.meta.get("scale", "?")))]
     params = next((res[k] for k in res if k == "params" or k.endswith(".params")), None)
     if params is not None:
         p = np.atleast_1d(params)
         label = ", ".join(f"{int(x):,}" for x in p[:14]) + (" …" if len(p) > 14 else "")
         rows.append(("parameters per model", label))
-    rows.append(("optimiser", str(cfg.get("optimizer", "Adam"))))
-    taken: set[str] = set()
-    for title, belongs in groups.items():
-        keys = [k for k in cfg if k not in taken and belongs(k)]
-        taken.update(keys)
-        if keys:
-            rows.append((title, "; ".join(f"{k} = {_fmt(cfg[k])}" for k in keys)))
+    role_of = roles(config_class)
+    for role, title in {**ROLES, None: "other"}.items():
+        shown = []
+        for k in (k for k in cfg if role_of.get(k) == role):
+            used = role == "data" and k in res  # the result's record of what was used wins
+            shown.append(f"{k} = {_fmt(res[k].tolist() if used else cfg[k])}")
+        if role == "optimiser":  # every study trains with Adam unless its config says
+            shown.insert(0, str(cfg.get("optimizer", "Adam")))
+        if shown:
+            rows.append((title, "; ".join(shown)))
     return rows
 
 
@@ -129,7 +130,8 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
                      f"({_e(type(err).__name__)}: {_e(str(err))}); re-run "
                      f"<code>deepscope run {_e(name)}</code>.</p>")
         return "\n".join(parts)
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _setup_rows(run))
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
+                   for k, v in _setup_rows(run, study.Config))
     parts.append(f"<h3>Setup</h3><table>{rows}</table>")
     full = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>"
                    for k, v in run.config.items())

@@ -8,7 +8,9 @@ registry.
 
 Overrides arrive as strings from ``--set key=value`` or as Python values from
 ``deepscope.run(..., key=value)``; :func:`make_config` checks every key against the config's
-fields ("did you mean ...?") and parses every value by the field's declared type.
+fields ("did you mean ...?") and parses every value by the field's declared type; the
+config's own construction then checks each value against the range its field declares
+(:mod:`.fields`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, suggest
+from .fields import field as field  # the declaration every study's Config uses
 
 SCALE_NAMES = ("quick", "default", "full")
 _UNIONS = (typing.Union, types.UnionType)
-# Sample counts of MNIST and Fashion-MNIST, checked before any work starts.
-SIZE_LIMITS = {"subset": 60_000, "test_subset": 10_000}
 MAX_INT = 10_000_000  # no count in any study (epochs, widths, seeds, ...) comes near this
 
 
@@ -162,7 +163,8 @@ def make_config(study: Study, scale: str = "default", overrides: Mapping[str, An
     """The study's config at ``scale`` with ``overrides`` applied, type-checked.
 
     Raises:
-        ConfigError: unknown scale or key (with a suggestion), or a value of the wrong type.
+        ConfigError: unknown scale or key (with a suggestion), a value of the wrong type, or
+            one outside its field's declared range.
     """
     if scale not in SCALE_NAMES:
         raise ConfigError(f"unknown scale {scale!r}; {suggest(scale, SCALE_NAMES)}")
@@ -176,10 +178,6 @@ def make_config(study: Study, scale: str = "default", overrides: Mapping[str, An
                 f"(see `deepscope show {study.name}`)"
             )
         values[key] = _coerce(value, hints[key], key)
-    for key, limit in SIZE_LIMITS.items():
-        if key in values and isinstance(values[key], int) and values[key] > limit:
-            raise ConfigError(f"{key}={values[key]} is more than MNIST has ({limit}); "
-                              f"use at most {limit}")
     for key, value in values.items():
         items = value if isinstance(value, tuple) else (value,)
         if any(isinstance(v, float) and not math.isfinite(v) for v in items):
@@ -204,24 +202,6 @@ def stored_config(study: Study, config: Mapping[str, Any]):
     """
     return study.Config(**{k: tuple(v) if isinstance(v, list) else v
                            for k, v in config.items()})
-
-
-def config_fields(study: Study) -> list[tuple[str, str, Any, str]]:
-    """``(name, type, default, doc)`` of every config field; doc from the field metadata."""
-    hints = typing.get_type_hints(study.Config)
-    out = []
-    for f in dataclasses.fields(study.Config):
-        typ = hints[f.name]
-        tname = getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
-        if typing.get_origin(typ) is tuple:
-            tname = f"tuple[{typing.get_args(typ)[0].__name__}, ...]"
-        out.append((f.name, tname, f.default, f.metadata.get("doc", "")))
-    return out
-
-
-def field(default: Any, doc: str) -> Any:
-    """A config field with a default and a one-line meaning (shown by ``deepscope show``)."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
 
 
 def ranks(a: np.ndarray) -> np.ndarray:

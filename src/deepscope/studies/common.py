@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ from ..context import Context, Piece
 from ..models import count_params, mlp
 from ..params import get_theta, set_theta
 from ..train import train
+from .base import spearman_ci
+from .fields import Checked, field
 
 SWEEP = "batch-sweep"
 """The scope name of the sweep's pieces in the cache key."""
@@ -59,13 +62,32 @@ SWEEP_SCALES = {
 models (so that they find each other's pieces at every scale)."""
 
 
-def sweep_settings(cfg: Any, *, lr: float | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SweepConfig(Checked):
+    """The sweep's training settings, declared once: the ``Config`` of every study that reads
+    the sweep's models extends this (and may re-declare a field to say what it means there)."""
+
+    subset: int = field(4096, "training images", role="data", lo=10, hi=60_000,
+                        hi_reason="MNIST has")
+    test_subset: int = field(2000, "test images", role="data", lo=10, hi=10_000,
+                             hi_reason="MNIST has")
+    width: int = field(128, "hidden width of the 784-w-w-10 MLP", role="model", lo=1)
+    lr: float = field(1e-3, "Adam learning rate, the same at every batch size",
+                      role="optimiser", lo=0, lo_open=True)
+    target_loss: float = field(0.05, "criterion: training cross-entropy at most this",
+                               role="schedule", lo=0, lo_open=True)
+    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)",
+                           role="schedule", lo=1)
+    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)",
+                            role="schedule", lo=1)
+    seeds: int = field(5, "initialisations per batch size", role="seeds", lo=1)
+
+
+def sweep_settings(cfg: SweepConfig, *, lr: float | None = None) -> dict[str, Any]:
     """The training settings of a study's config that decide its models: the cache scope.
 
-    ``cfg`` needs ``subset``, ``test_subset``, ``width``, ``lr``, ``target_loss``,
-    ``max_steps``, ``max_epochs`` and ``seeds``; ``lr`` overrides the config's rate (for
-    ``interpolation``'s large-rate model). Two studies whose settings are equal share the
-    trained models.
+    ``lr`` overrides the config's rate (for ``interpolation``'s large-rate model). Two
+    studies whose settings are equal share the trained models.
     """
     return {"data": "mnist", "subset": int(cfg.subset), "test_subset": int(cfg.test_subset),
             "model": "mlp", "depth": 2, "width": int(cfg.width), "optimizer": "adam",
@@ -130,6 +152,37 @@ def train_sweep(ctx: Context, settings: Mapping[str, Any],
                    scope=(SWEEP, settings))
 
 
+class Sweep(NamedTuple):
+    """The sweep trained at a study's batch sizes: what its measurements start from."""
+
+    settings: dict[str, Any]  # sweep_settings(cfg)
+    sizes: list[int]  # the config's batch sizes, B of them
+    pieces: list[Piece]  # train_sweep's piece per batch size
+    thetas: dict[int, np.ndarray]  # batch size -> (S, P) trained flat θ
+    dead: dict[int, np.ndarray]  # batch size -> (S,) bool, the member diverged
+
+
+def sweep(ctx: Context, cfg: Any) -> Sweep:
+    """The members of the sweep at ``cfg.batch_sizes`` (a :class:`SweepConfig` with them),
+    trained or found in the cache."""
+    settings = sweep_settings(cfg)
+    sizes = list(cfg.batch_sizes)
+    pieces = train_sweep(ctx, settings, sizes)
+    return Sweep(settings, sizes, pieces, {bs: p["theta"] for bs, p in zip(sizes, pieces)},
+                 {bs: p["diverged_epoch"] >= 0 for bs, p in zip(sizes, pieces)})
+
+
+def sweep_result(sw: Sweep, measured: Sequence[Piece]) -> dict[str, np.ndarray]:
+    """The study's result: the sweep's arrays (:func:`stack_sweep`), each measured array
+    stacked over batch sizes (B, ...) in the order the measurement wrote them, and
+    ``batch_sizes`` (B,)."""
+    out = stack_sweep(sw.pieces)
+    for k in measured[0]:
+        out[k] = np.stack([p[k] for p in measured])
+    out["batch_sizes"] = np.asarray(sw.sizes)
+    return out
+
+
 def stack_sweep(pieces: Sequence[Piece]) -> dict[str, np.ndarray]:
     """The sweep's pieces as study result arrays, batch sizes first (B batch sizes, S seeds).
 
@@ -182,6 +235,31 @@ def describe_missed(result: Mapping[str, np.ndarray], cfg: Any) -> str:
              for i, s in zip(*np.nonzero(~ok))]
     return (f"{len(names)} of {ok.size} models missed the criterion ({rule}) and are left "
             f"out of the verdict, drawn as red crosses: {', '.join(names)}.")
+
+
+MIN_MODELS = 5
+"""Fewer converged models with finite values than this: no correlation, no verdict."""
+
+
+def spearman_over(ok: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, int]:
+    """Spearman ρ(x, y) with its 95 % bootstrap interval and n, over the models where ``ok``
+    and both values are finite (arrays of one shape, e.g. (B, S)); NaN for fewer than
+    :data:`MIN_MODELS`."""
+    keep = ok & np.isfinite(x) & np.isfinite(y)
+    n = int(keep.sum())
+    if n < MIN_MODELS:
+        return np.nan, np.nan, np.nan, n
+    return (*spearman_ci(x[keep], y[keep], seed=0), n)
+
+
+def rho_text(stat: tuple[float, float, float, int]) -> str:
+    """``ρ = +0.52 (95 % interval … , n = …)`` for the findings, or why there is none."""
+    rho, lo, hi, n = stat
+    if not np.isfinite(rho):
+        return f"undefined ({n} converged models with finite values, fewer than {MIN_MODELS})"
+    interval = (f"95 % interval {lo:+.2f} to {hi:+.2f}" if np.isfinite(lo)
+                else "no interval (constant values)")
+    return f"ρ = {rho:+.2f} ({interval}, n = {n})"
 
 
 def verdict_word(agrees: bool | None, n: int, minimum: int) -> str:

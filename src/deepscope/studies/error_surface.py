@@ -50,33 +50,34 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.landscape import pca_plane, random_plane, surface
 from ..train import train
-from .base import DataNeed, Expectation, Study, field, require, verdict
+from .base import DataNeed, Expectation, Study, require, verdict
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
-    subset: int = field(2000, "MNIST training images (the surface is their mean loss)")
-    width: int = field(32, "hidden width of the 784-w-10 MLP")
-    epochs: int = field(20, "training epochs (θ recorded after each)")
-    batch_size: int = field(100, "mini-batch size")
-    lr: float = field(1e-3, "Adam learning rate")
-    resolution: int = field(31, "grid points per axis")
-    pca_margin: float = field(0.25, "PCA plane: extra span beyond the trajectory, as a fraction")
-    random_span: float = field(1.0, "random plane: grid covers [−span, span] in both directions")
-    models: int = field(3, "independently initialised models (trained together)")
-    planes: int = field(2, "filter-normalised random planes per model")
-    seed: int = field(0, "first initialisation seed; model m uses seed + m")
+class Config(Checked):
+    subset: int = field(2000, "MNIST training images (the surface is their mean loss)",
+                        role="data", lo=10, hi=60_000, hi_reason="MNIST has")
+    width: int = field(32, "hidden width of the 784-w-10 MLP", role="model", lo=1)
+    epochs: int = field(20, "training epochs (θ recorded after each)", role="schedule", lo=2,
+                        why="a trajectory needs points")
+    batch_size: int = field(100, "mini-batch size", role="optimiser", lo=1)
+    lr: float = field(1e-3, "Adam learning rate", role="optimiser", lo=0, lo_open=True)
+    resolution: int = field(31, "grid points per axis (odd)", role="measurement", lo=3,
+                            why="so that the grid holds the model itself")
+    pca_margin: float = field(0.25, "PCA plane: extra span beyond the trajectory, as a fraction",
+                              role="measurement", lo=0)
+    random_span: float = field(1.0, "random plane: grid covers [−span, span] in both directions",
+                               role="measurement", lo=0, lo_open=True)
+    models: int = field(3, "independently initialised models (trained together)", role="seeds",
+                        lo=3, why="the verdict is over independently trained models")
+    planes: int = field(2, "filter-normalised random planes per model", role="measurement",
+                        lo=1)
+    seed: int = field(0, "first initialisation seed; model m uses seed + m", role="seeds")
 
-    def __post_init__(self):
-        require(self.subset >= 10 and self.width >= 1 and self.batch_size >= 1,
-                "subset ≥ 10, width ≥ 1, batch_size ≥ 1 are required")
-        require(self.epochs >= 2, "epochs must be ≥ 2 (a trajectory needs points)")
-        require(self.resolution >= 3 and self.resolution % 2 == 1,
-                "resolution must be odd and ≥ 3 (so that the grid holds the model itself)")
-        require(self.lr > 0 and self.pca_margin >= 0 and self.random_span > 0,
-                "lr > 0, pca_margin ≥ 0 and random_span > 0 are required")
-        require(self.models >= 3 and self.planes >= 1,
-                "models ≥ 3 (the verdict is over independently trained models), planes ≥ 1")
+    def check(self):
+        require(self.resolution % 2 == 1,
+                "resolution must be odd (so that the grid holds the model itself)")
 
 
 SCALES = {

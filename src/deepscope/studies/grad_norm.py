@@ -56,30 +56,29 @@ from ..models import count_params, mlp
 from ..plot import quiet_numpy
 from ..probes.gradient import grad_norm
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, field, require, verdict
+from .base import DataNeed, Expectation, Study, bootstrap_ci, verdict
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
-    function: str = field("sinc", "1-D target of task (a)")
-    fn_width: int = field(16, "hidden width of the 2-hidden-layer MLP of task (a)")
-    fn_steps: int = field(2000, "full-batch Adam steps of task (a)")
-    fn_lr: float = field(3e-3, "Adam learning rate of task (a)")
-    subset: int = field(2000, "MNIST training images of task (b)")
-    mnist_width: int = field(64, "hidden width of the 784-w-w-10 MLP of task (b)")
-    mnist_epochs: int = field(20, "epochs of task (b)")
-    batch_size: int = field(100, "mini-batch size of task (b)")
-    mnist_lr: float = field(1e-3, "Adam learning rate of task (b)")
-    seeds: int = field(5, "initialisations per task")
-
-    def __post_init__(self):
-        require(self.function in FUNCTIONS, f"unknown function {self.function!r}")
-        require(min(self.fn_width, self.mnist_width, self.batch_size) >= 1,
-                "widths and batch_size must be ≥ 1")
-        require(self.seeds >= 3, "seeds must be ≥ 3 (the verdict's interval is over seeds)")
-        require(self.fn_steps >= 1 and self.mnist_epochs >= 1, "steps/epochs must be ≥ 1")
-        require(self.subset >= 10, "subset must be ≥ 10")
-        require(self.fn_lr > 0 and self.mnist_lr > 0, "learning rates must be > 0")
+class Config(Checked):
+    function: str = field("sinc", "1-D target of task (a)", role="data",
+                          choices=sorted(FUNCTIONS))
+    fn_width: int = field(16, "hidden width of the 2-hidden-layer MLP of task (a)",
+                          role="model", lo=1)
+    fn_steps: int = field(2000, "full-batch Adam steps of task (a)", role="schedule", lo=1)
+    fn_lr: float = field(3e-3, "Adam learning rate of task (a)", role="optimiser", lo=0,
+                         lo_open=True)
+    subset: int = field(2000, "MNIST training images of task (b)", role="data", lo=10,
+                        hi=60_000, hi_reason="MNIST has")
+    mnist_width: int = field(64, "hidden width of the 784-w-w-10 MLP of task (b)",
+                             role="model", lo=1)
+    mnist_epochs: int = field(20, "epochs of task (b)", role="schedule", lo=1)
+    batch_size: int = field(100, "mini-batch size of task (b)", role="optimiser", lo=1)
+    mnist_lr: float = field(1e-3, "Adam learning rate of task (b)", role="optimiser", lo=0,
+                            lo_open=True)
+    seeds: int = field(5, "initialisations per task", role="seeds", lo=3,
+                       why="the verdict's interval is over seeds")
 
 
 SCALES = {

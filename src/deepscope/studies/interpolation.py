@@ -64,39 +64,33 @@ from ..params import objective
 from ..probes.hessian import hvp
 from ..probes.landscape import filter_normalized_direction, interpolate
 from . import common as C
-from .base import DataNeed, Expectation, Study, bootstrap_ci, field, require, verdict
+from .base import DataNeed, Expectation, Study, bootstrap_ci, require, verdict
+from .fields import field
 
 
 @dataclass(frozen=True)
-class Config:
-    subset: int = field(4096, "training images")
-    test_subset: int = field(2000, "test images")
-    width: int = field(128, "hidden width of the 784-w-w-10 MLP")
-    lr: float = field(1e-3, "Adam learning rate of the batch pair and of the lr pair's model 1")
-    target_loss: float = field(0.05, "criterion: training cross-entropy at most this")
-    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)")
-    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)")
-    seeds: int = field(5, "pairs: shared initialisations")
-    small_batch: int = field(64, "batch size of model 1 in the batch pair")
-    large_batch: int = field(1024, "batch size of model 2 in the batch pair")
-    large_lr: float = field(1e-2, "learning rate of model 2 in the lr pair")
-    lr_pair_batch: int = field(256, "batch size of the lr pair")
-    alphas: int = field(31, "α values, evenly spaced in [−1, 2]")
-    directions: int = field(8, "filter-normalised directions per endpoint (curvature)")
-    curve_directions: int = field(3, "of them, drawn as 1-D loss curves")
-    curve_points: int = field(11, "points of each 1-D curve, t evenly spaced in [−1, 1]")
+class Config(C.SweepConfig):  # the sweep's training settings (two re-declared), then:
+    lr: float = field(1e-3, "Adam learning rate of the batch pair and of the lr pair's model 1",
+                      role="optimiser", lo=0, lo_open=True)
+    seeds: int = field(5, "pairs: shared initialisations", role="seeds", lo=1)
+    small_batch: int = field(64, "batch size of model 1 in the batch pair", role="optimiser",
+                             lo=1)
+    large_batch: int = field(1024, "batch size of model 2 in the batch pair", role="optimiser",
+                             lo=1)
+    large_lr: float = field(1e-2, "learning rate of model 2 in the lr pair", role="optimiser",
+                            lo=0, lo_open=True)
+    lr_pair_batch: int = field(256, "batch size of the lr pair", role="optimiser", lo=1)
+    alphas: int = field(31, "α values, evenly spaced in [−1, 2]", role="measurement", lo=31)
+    directions: int = field(8, "filter-normalised directions per endpoint (curvature)",
+                            role="measurement", lo=1)
+    curve_directions: int = field(3, "of them, drawn as 1-D loss curves", role="measurement",
+                                  lo=1)
+    curve_points: int = field(11, "points of each 1-D curve, t evenly spaced in [−1, 1]",
+                              role="measurement", lo=3)
 
-    def __post_init__(self):
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(min(self.width, self.max_steps, self.max_epochs, self.seeds, self.small_batch,
-                    self.large_batch, self.lr_pair_batch, self.directions) >= 1,
-                "width, caps, seeds, batch sizes and directions must be ≥ 1")
-        require(min(self.lr, self.large_lr, self.target_loss) > 0,
-                "learning rates and target_loss must be > 0")
-        require(self.alphas >= 31, "alphas must be ≥ 31")
-        require(1 <= self.curve_directions <= self.directions,
+    def check(self):
+        require(self.curve_directions <= self.directions,
                 "curve_directions must be between 1 and directions")
-        require(self.curve_points >= 3, "curve_points must be ≥ 3")
 
 
 SCALES = {

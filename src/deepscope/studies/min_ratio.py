@@ -78,7 +78,8 @@ from ..models import ACTIVATIONS, count_params, mlp
 from ..probes.critical import NEWTON_METHODS, find_critical_point, gradient_flat_share
 from ..probes.hessian import curvature_signature, ensemble_hessians
 from ..train import train
-from .base import Expectation, Study, field, require, spearman_ci, verdict
+from .base import Expectation, Study, require, spearman_ci, verdict
+from .fields import Checked, field
 
 # Fewest critical points for a correlation and its verdict: a percentile bootstrap of fewer
 # pairs resamples the same few values (with 3 points the quick scale's "95 % interval" was
@@ -87,49 +88,53 @@ MIN_POINTS = 10
 
 
 @dataclass(frozen=True)
-class Config:
-    function: str = field("sinc", "1-D target: sinc, sign or square")
+class Config(Checked):
+    function: str = field("sinc", "1-D target", role="data", choices=sorted(FUNCTIONS))
     n_train: int = field(256, "training points (the Hessian is of the loss on all of them); "
-                              "256 = 7.8 × the 33 parameters of width 4")
-    width: int = field(4, "hidden width of the 2-hidden-layer MLP (4 → 33 parameters)")
-    standardize: bool = field(True, "shift and scale the inputs to mean 0, variance 1")
-    activation: str = field("tanh", "hidden activation (smooth: tanh)")
-    runs: int = field(100, "trained runs: Adam, then the search from the end of training")
-    init_runs: int = field(50, "runs whose Newton search starts at initialisation (untrained)")
-    chunk: int = field(100, "runs per vectorised piece (a cached unit of work)")
-    train_epochs: int = field(1000, "full-batch Adam epochs before the search")
-    lr: float = field(1e-2, "Adam learning rate of the training phase")
-    crit_steps: int = field(0, "Adam steps on ‖∇L‖² first (0: measured to gain nothing here)")
-    crit_lr: float = field(1e-3, "Adam learning rate on ‖∇L‖²")
-    descent_steps: int = field(100, "saddle-free Newton steps on L (trained runs only)")
-    newton_steps: int = field(100, "Newton steps on ∇L = 0 after the descent")
-    newton: str = field("lm", "Newton variant: lm (Levenberg–Marquardt) or pinv (Newton-MR)")
-    pinv_rtol: float = field(1e-10, "newton=pinv ignores eigenvalues below pinv_rtol · max|λ|")
-    grad_tol: float = field(1e-6, "‖∇L‖ below which a point counts as critical")
-    rel_tol: float = field(1e-6, "τ = rel_tol · max|λ| of the main figure and the verdict")
+                              "256 = 7.8 × the 33 parameters of width 4", role="data", lo=2)
+    width: int = field(4, "hidden width of the 2-hidden-layer MLP (4 → 33 parameters)",
+                       role="model", lo=1)
+    standardize: bool = field(True, "shift and scale the inputs to mean 0, variance 1",
+                              role="data")
+    activation: str = field("tanh", "hidden activation (smooth: tanh)", role="model",
+                            choices=sorted(ACTIVATIONS))
+    runs: int = field(100, "trained runs: Adam, then the search from the end of training",
+                      role="seeds", lo=0)
+    init_runs: int = field(50, "runs whose Newton search starts at initialisation (untrained)",
+                           role="seeds", lo=0)
+    chunk: int = field(100, "runs per vectorised piece (a cached unit of work)",
+                       role="execution", lo=1)
+    train_epochs: int = field(1000, "full-batch Adam epochs before the search",
+                              role="schedule", lo=0)
+    lr: float = field(1e-2, "Adam learning rate of the training phase", role="optimiser",
+                      lo=0, lo_open=True)
+    crit_steps: int = field(0, "Adam steps on ‖∇L‖² first (0: measured to gain nothing here)",
+                            role="measurement", lo=0)
+    crit_lr: float = field(1e-3, "Adam learning rate on ‖∇L‖²", role="measurement", lo=0,
+                           lo_open=True)
+    descent_steps: int = field(100, "saddle-free Newton steps on L (trained runs only)",
+                               role="measurement", lo=0)
+    newton_steps: int = field(100, "Newton steps on ∇L = 0 after the descent",
+                              role="measurement", lo=0)
+    newton: str = field("lm", "Newton variant: lm (Levenberg–Marquardt) or pinv (Newton-MR)",
+                        role="measurement", choices=NEWTON_METHODS)
+    pinv_rtol: float = field(1e-10, "newton=pinv ignores eigenvalues below pinv_rtol · max|λ|",
+                             role="measurement")
+    grad_tol: float = field(1e-6, "‖∇L‖ below which a point counts as critical",
+                            role="measurement", lo=0, lo_open=True)
+    rel_tol: float = field(1e-6, "τ = rel_tol · max|λ| of the main figure and the verdict",
+                           role="measurement", lo=0, hi=1, hi_open=True)
     rel_tols: tuple[float, ...] = field((1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
-                                        "the τ/max|λ| swept to test the classification")
-    n_boot: int = field(2000, "bootstrap resamples for the correlation's 95 % interval")
-    boot_seed: int = field(0, "seed of the bootstrap")
+                                        "the τ/max|λ| swept to test the classification",
+                                        role="measurement", lo=0, hi=1, hi_open=True)
+    n_boot: int = field(2000, "bootstrap resamples for the correlation's 95 % interval",
+                        role="measurement", lo=100)
+    boot_seed: int = field(0, "seed of the bootstrap", role="measurement")
 
-    def __post_init__(self):
-        require(self.function in FUNCTIONS, f"unknown function {self.function!r}; choose from "
-                f"{sorted(FUNCTIONS)}")
-        require(self.n_train >= 2 and self.width >= 1 and self.chunk >= 1,
-                "n_train ≥ 2, width ≥ 1 and chunk ≥ 1 are required")
-        require(self.runs >= 0 and self.init_runs >= 0 and self.runs + self.init_runs >= 1,
-                "runs and init_runs must be ≥ 0, and at least one run is required")
-        require(min(self.train_epochs, self.crit_steps, self.descent_steps,
-                    self.newton_steps) >= 0, "step counts must be ≥ 0")
-        require(self.lr > 0 and self.crit_lr > 0, "learning rates must be > 0")
-        require(self.newton in NEWTON_METHODS,
-                f"unknown newton {self.newton!r}; choose from {NEWTON_METHODS}")
-        require(self.grad_tol > 0 and 0 <= self.rel_tol < 1
-                and all(0 <= r < 1 for r in self.rel_tols), "grad_tol > 0, 0 ≤ rel_tol(s) < 1")
+    def check(self):
+        require(self.runs + self.init_runs >= 1, "at least one run is required "
+                "(runs + init_runs ≥ 1)")
         require(self.rel_tol in self.rel_tols, "rel_tol must be one of rel_tols")
-        require(self.n_boot >= 100, "n_boot ≥ 100")
-        require(self.activation in ACTIVATIONS,
-                f"unknown activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
 
 
 SCALES = {
@@ -402,8 +407,7 @@ def _search_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
 
 def _spectrum_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     """Near-null eigenvalues and the minima/saddles split across τ (critical points only)."""
-    conv, _flat, _ = _groups(result)
-    _n, P_ = len(conv), result["eigenvalues"].shape[1]
+    conv, P_ = _groups(result)[0], result["eigenvalues"].shape[1]
     init = result["group"] == 1
     trained = ~init
     lines: list[str] = []
@@ -444,8 +448,7 @@ def _spectrum_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
 
 def _correlation_findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
     """Spearman ρ(ratio, loss) with its interval, and the two groups of critical points."""
-    conv, _flat, _ = _groups(result)
-    _n, P_ = len(conv), result["eigenvalues"].shape[1]
+    conv, P_ = _groups(result)[0], result["eigenvalues"].shape[1]
     init = result["group"] == 1
     trained = ~init
     rel = result["rel_tols"]

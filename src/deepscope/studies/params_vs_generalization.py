@@ -79,39 +79,36 @@ from ..data.labels import label_noise
 from ..models import count_params, mlp
 from ..plot import quiet_numpy
 from ..train import train
-from .base import DataNeed, Expectation, Study, field, require
+from .base import DataNeed, Expectation, Study
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Checked):
     widths: tuple[int, ...] = field((2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256),
-                                    "hidden widths (≥ 10, geometrically spaced)")
-    subset: int = field(1000, "training images")
-    test_subset: int = field(2000, "test images (labels always clean)")
-    pool: int = field(2, "average-pool the 28×28 images by this factor (2: 14×14 inputs)")
-    epochs: int = field(300, "training cap in epochs (models stop at 100 % train accuracy)")
-    eval_every: int = field(5, "epochs between checks of the 100 % criterion")
-    batch_size: int = field(100, "mini-batch size")
-    lr: float = field(3e-3, "Adam learning rate")
-    seeds: int = field(5, "initialisations per width and condition")
+                                    "hidden widths (≥ 10, geometrically spaced)", role="model",
+                                    lo=1, min_len=3)
+    subset: int = field(1000, "training images", role="data", lo=10, hi=60_000,
+                        hi_reason="MNIST has")
+    test_subset: int = field(2000, "test images (labels always clean)", role="data", lo=10,
+                             hi=10_000, hi_reason="MNIST has")
+    pool: int = field(2, "average-pool the 28×28 images by this factor (2: 14×14 inputs)",
+                      role="data", choices=(1, 2, 4, 7, 14), why="pool must divide 28")
+    epochs: int = field(300, "training cap in epochs (models stop at 100 % train accuracy)",
+                        role="schedule", lo=1)
+    eval_every: int = field(5, "epochs between checks of the 100 % criterion",
+                            role="schedule", lo=1)
+    batch_size: int = field(100, "mini-batch size", role="optimiser", lo=1)
+    lr: float = field(3e-3, "Adam learning rate", role="optimiser", lo=0, lo_open=True)
+    seeds: int = field(5, "initialisations per width and condition", role="seeds", lo=3,
+                       why="the verdict's intervals are over seeds")
     label_noise: float = field(0.2, "share of training labels moved to another class in the "
-                                    "noisy condition (0: clean labels only)")
-    fit_level: float = field(0.99, "train accuracy that defines the interpolation threshold")
+                                    "noisy condition (0: clean labels only)", role="data",
+                               lo=0, hi=1)
+    fit_level: float = field(0.99, "train accuracy that defines the interpolation threshold",
+                             role="measurement", lo=0, hi=1, lo_open=True)
     near: float = field(4.0, "'near the threshold': the peak's parameter count within this "
-                             "factor of the threshold's")
-
-    def __post_init__(self):
-        require(len(self.widths) >= 3 and min(self.widths) >= 1,
-                "at least 3 widths, each ≥ 1")
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(self.pool >= 1 and 28 % self.pool == 0, "pool must divide 28 (1, 2, 4, 7, 14)")
-        require(min(self.epochs, self.batch_size, self.eval_every) >= 1,
-                "epochs, eval_every and batch_size must be ≥ 1")
-        require(self.seeds >= 3, "seeds must be ≥ 3 (the verdict's intervals are over seeds)")
-        require(self.lr > 0 and 0 <= self.label_noise <= 1,
-                "lr > 0 and 0 ≤ label_noise ≤ 1 are required")
-        require(0 < self.fit_level <= 1 and self.near >= 1,
-                "0 < fit_level ≤ 1 and near ≥ 1 are required")
+                             "factor of the threshold's", role="measurement", lo=1)
 
 
 SCALES = {

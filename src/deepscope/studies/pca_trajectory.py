@@ -46,40 +46,42 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.trajectory import layer_slice, pca
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, field, require, verdict
+from .base import DataNeed, Expectation, Study, bootstrap_ci, require, verdict
+from .fields import Checked, field
 
 PARTS = (("model", "whole model"), ("layer", "layer"))
 
 
-@dataclass(frozen=True)
-class Config:
-    runs: int = field(8, "independent initialisations, trained together")
-    subset: int = field(3000, "MNIST training images")
-    width: int = field(64, "hidden width of the 784-w-w-10 MLP")
-    epochs: int = field(30, "training epochs")
-    every: int = field(3, "epochs between θ snapshots")
-    batch_size: int = field(100, "mini-batch size (reshuffled every epoch per run)")
-    lr: float = field(1e-3, "Adam learning rate")
-    layer: str = field("3", "module whose weight and bias form 'one layer' (3 = 2nd Linear)")
-    share_level: float = field(0.5, "share of a run's own variance its top two PCA directions "
-                                    "must explain to count as 'most' (the verdict's level)")
-    baseline_walks: int = field(20, "simulated random walks for the baseline share")
+# The modules of the 784-w-w-10 MLP that hold weights: what `layer` may name.
+LAYERS = tuple(sorted({k.split(".")[0] for k, _ in mlp(784, 10, 2, width=1).named_parameters()}))
 
-    def __post_init__(self):
-        require(self.runs >= 3, "runs must be ≥ 3 (a joint PCA of one run shows no spread, "
-                                "and the verdict's interval is over runs)")
-        require(self.subset >= 10 and self.width >= 1 and self.batch_size >= 1,
-                "subset ≥ 10, width ≥ 1 and batch_size ≥ 1 are required")
-        require(self.epochs >= 1 and 1 <= self.every <= self.epochs,
-                "epochs ≥ 1 and 1 ≤ every ≤ epochs are required")
+
+@dataclass(frozen=True)
+class Config(Checked):
+    runs: int = field(8, "independent initialisations, trained together", role="seeds", lo=3,
+                      why="a joint PCA of one run shows no spread, and the verdict's interval "
+                          "is over runs")
+    subset: int = field(3000, "MNIST training images", role="data", lo=10, hi=60_000,
+                        hi_reason="MNIST has")
+    width: int = field(64, "hidden width of the 784-w-w-10 MLP", role="model", lo=1)
+    epochs: int = field(30, "training epochs", role="schedule", lo=1)
+    every: int = field(3, "epochs between θ snapshots", role="measurement", lo=1)
+    batch_size: int = field(100, "mini-batch size (reshuffled every epoch per run)",
+                            role="optimiser", lo=1)
+    lr: float = field(1e-3, "Adam learning rate", role="optimiser", lo=0, lo_open=True)
+    layer: str = field("3", "module whose weight and bias form 'one layer' (3 = 2nd Linear)",
+                       role="measurement", choices=LAYERS,
+                       why="modules of the 784-w-w-10 MLP with weights")
+    share_level: float = field(0.5, "share of a run's own variance its top two PCA directions "
+                                    "must explain to count as 'most' (the verdict's level)",
+                               role="measurement", lo=0, hi=1, lo_open=True, hi_open=True)
+    baseline_walks: int = field(20, "simulated random walks for the baseline share",
+                                role="measurement", lo=1)
+
+    def check(self):
+        require(self.every <= self.epochs, "1 ≤ every ≤ epochs is required")
         require(self.epochs // self.every >= 2,
                 "a path needs ≥ 3 snapshots for two principal directions: epochs/every ≥ 2")
-        require(self.lr > 0, "lr must be > 0")
-        require(0 < self.share_level < 1, "share_level must lie in (0, 1)")
-        require(self.baseline_walks >= 1, "baseline_walks must be ≥ 1")
-        names = sorted({k.split(".")[0] for k, _ in mlp(784, 10, 2, width=1).named_parameters()})
-        require(self.layer in names, f"layer {self.layer!r} has no parameters; choose one of "
-                f"{names} (modules of the 784-w-w-10 MLP with weights)")
 
 
 SCALES = {

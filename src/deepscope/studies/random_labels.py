@@ -43,26 +43,26 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, field, require
+from .base import DataNeed, Expectation, Study, bootstrap_ci
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
-    subset: int = field(1000, "training images (stratified sample)")
-    test_subset: int = field(2000, "test images")
-    width: int = field(256, "hidden width of the 784-w-w-10 MLP")
-    epochs: int = field(150, "training cap in epochs (each seed stops at the fit level)")
-    batch_size: int = field(128, "mini-batch size, reshuffled every epoch")
-    lr: float = field(1e-3, "Adam learning rate")
-    seeds: int = field(5, "initialisations per label condition")
-    fit_level: float = field(0.99, "train accuracy that counts as 'fitted'")
-
-    def __post_init__(self):
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(self.width >= 1 and self.epochs >= 1 and self.batch_size >= 1,
-                "width, epochs and batch_size must be ≥ 1")
-        require(self.seeds >= 3, "seeds must be ≥ 3 (the verdict's intervals are over seeds)")
-        require(self.lr > 0 and 0 < self.fit_level <= 1, "lr > 0 and 0 < fit_level ≤ 1")
+class Config(Checked):
+    subset: int = field(1000, "training images (stratified sample)", role="data", lo=10,
+                        hi=60_000, hi_reason="MNIST has")
+    test_subset: int = field(2000, "test images", role="data", lo=10, hi=10_000,
+                             hi_reason="MNIST has")
+    width: int = field(256, "hidden width of the 784-w-w-10 MLP", role="model", lo=1)
+    epochs: int = field(150, "training cap in epochs (each seed stops at the fit level)",
+                        role="schedule", lo=1)
+    batch_size: int = field(128, "mini-batch size, reshuffled every epoch", role="optimiser",
+                            lo=1)
+    lr: float = field(1e-3, "Adam learning rate", role="optimiser", lo=0, lo_open=True)
+    seeds: int = field(5, "initialisations per label condition", role="seeds", lo=3,
+                       why="the verdict's intervals are over seeds")
+    fit_level: float = field(0.99, "train accuracy that counts as 'fitted' (and stops a seed)",
+                             role="schedule", lo=0, hi=1, lo_open=True)
 
 
 SCALES = {

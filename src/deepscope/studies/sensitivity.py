@@ -58,43 +58,24 @@ from .. import plot as P
 from ..context import Context
 from ..probes.sensitivity import OUTPUTS, sensitivity
 from . import common as C
-from .base import DataNeed, Expectation, Study, field, require, spearman_ci, verdict
+from .base import DataNeed, Expectation, Study, verdict
+from .fields import field
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(C.SweepConfig):  # the sweep's training settings, then:
     batch_sizes: tuple[int, ...] = field((16, 64, 256, 1024, 4096),
-                                         "batch sizes (five or more, log-spaced)")
-    subset: int = field(4096, "training images")
-    test_subset: int = field(2000, "test images")
-    width: int = field(128, "hidden width of the 784-w-w-10 MLP")
-    lr: float = field(1e-3, "Adam learning rate, the same at every batch size")
-    target_loss: float = field(0.05, "criterion: training cross-entropy at most this")
-    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)")
-    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)")
-    seeds: int = field(5, "initialisations per batch size")
-    output: str = field("softmax", "Jacobian of 'softmax' or 'logits'")
-
-    def __post_init__(self):
-        require(len(self.batch_sizes) >= 2 and min(self.batch_sizes) >= 1,
-                "batch_sizes must be ≥ 1 (five or more, log-spaced, for the study)")
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(min(self.width, self.max_steps, self.max_epochs, self.seeds) >= 1,
-                "width, max_steps, max_epochs and seeds must be ≥ 1")
-        require(self.lr > 0 and self.target_loss > 0, "lr and target_loss must be > 0")
-        require(self.output in OUTPUTS, f"output must be one of {OUTPUTS}")
+                                         "batch sizes (five or more, log-spaced)",
+                                         role="optimiser", lo=1, min_len=2)
+    output: str = field("softmax", "Jacobian of 'softmax' or 'logits'", role="measurement",
+                        choices=OUTPUTS)
 
 
 SCALES = {k: dict(v) for k, v in C.SWEEP_SCALES.items()}  # shared with sharpness
-MIN_MODELS = 5  # fewer converged models than this: no correlation, no verdict
 
 
 def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
-    settings = C.sweep_settings(cfg)
-    sizes = list(cfg.batch_sizes)
-    pieces = C.train_sweep(ctx, settings, sizes)
-    thetas = {bs: p["theta"] for bs, p in zip(sizes, pieces)}
-    dead = {bs: p["diverged_epoch"] >= 0 for bs, p in zip(sizes, pieces)}
+    sw = C.sweep(ctx, cfg)
 
     def measure(bs: int) -> dict[str, np.ndarray]:
         data = ctx.load("mnist", subset=cfg.subset, test_subset=cfg.test_subset)
@@ -102,17 +83,12 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         for split in ("train", "test"):
             x = getattr(data, f"x_{split}")
             out[f"sens_{split}"] = np.array([
-                np.nan if dead[bs][s] else float(sensitivity(
-                    C.build(settings, theta, ctx.device), x, cfg.output).mean())
-                for s, theta in enumerate(thetas[bs])])
-        return out
+                np.nan if sw.dead[bs][s] else float(sensitivity(
+                    C.build(sw.settings, theta, ctx.device), x, cfg.output).mean())
+                for s, theta in enumerate(sw.thetas[bs])])
+        return out  # sens_train, sens_test: (S,)
 
-    sens = ctx.map(measure, sizes, desc="sensitivity")
-    out = C.stack_sweep(pieces)
-    out["sens_train"] = np.stack([p["sens_train"] for p in sens])
-    out["sens_test"] = np.stack([p["sens_test"] for p in sens])
-    out["batch_sizes"] = np.asarray(sizes)
-    return out
+    return C.sweep_result(sw, ctx.map(measure, sw.sizes, desc="sensitivity"))
 
 
 # --- the statistics ------------------------------------------------------------------------
@@ -136,23 +112,9 @@ def statistics(result) -> dict[str, tuple[float, float, float, int]]:
     ok = C.converged(result)
     b = np.broadcast_to(np.asarray(result["batch_sizes"], float)[:, None], ok.shape)
     sens, gap = np.asarray(result["sens_test"], float), _gap(result)
-    out = {}
-    for name, x, y in (("sens-gap", sens, gap), ("batch-sens", b, sens), ("batch-gap", b, gap)):
-        keep = ok & np.isfinite(x) & np.isfinite(y)
-        n = int(keep.sum())
-        rho, lo, hi = (spearman_ci(x[keep], y[keep], seed=0) if n >= MIN_MODELS
-                       else (np.nan, np.nan, np.nan))
-        out[name] = (rho, lo, hi, n)
-    return out
-
-
-def _rho(stat: tuple[float, float, float, int]) -> str:
-    rho, lo, hi, n = stat
-    if not np.isfinite(rho):
-        return f"undefined ({n} converged models with finite values, fewer than {MIN_MODELS})"
-    interval = (f"95 % interval {lo:+.2f} to {hi:+.2f}" if np.isfinite(lo)
-                else "no interval (constant values)")
-    return f"ρ = {rho:+.2f} ({interval}, n = {n})"
+    return {name: C.spearman_over(ok, x, y)
+            for name, x, y in (("sens-gap", sens, gap), ("batch-sens", b, sens),
+                               ("batch-gap", b, gap))}
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -221,7 +183,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     ax.set(xlabel=f"test sensitivity, mean ‖∂{cfg.output}/∂x‖_F",
            ylabel="generalisation gap: test − train cross-entropy",
            title="gap vs sensitivity, one point per model")
-    ax.legend(fontsize=7, title=f"Spearman {_rho(st['sens-gap'])}".replace(" (", "\n("),
+    ax.legend(fontsize=7, title=f"Spearman {C.rho_text(st['sens-gap'])}".replace(" (", "\n("),
               title_fontsize=7)
     ax = axes[0][1]
     step = np.asarray(r["curve_step"], float)
@@ -269,16 +231,16 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         for i, bs in enumerate(b)) + ".")
     st = statistics(result)
     lines.append(f"Test sensitivity vs generalisation gap (test − train cross-entropy) over "
-                 f"the converged models: Spearman {_rho(st['sens-gap'])}.")
+                 f"the converged models: Spearman {C.rho_text(st['sens-gap'])}.")
     lines.append(f"Batch-size trends over the same models: test sensitivity "
-                 f"{_rho(st['batch-sens'])}; gap {_rho(st['batch-gap'])}.")
+                 f"{C.rho_text(st['batch-sens'])}; gap {C.rho_text(st['batch-gap'])}.")
     return lines
 
 
 def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     stat = statistics(result)["sens-gap"]
     _, lo, hi, n = stat
-    agrees = verdict(lo, hi, expected_sign=1) if n >= MIN_MODELS else None
+    agrees = verdict(lo, hi, expected_sign=1) if n >= C.MIN_MODELS else None
     return Expectation(
         "Across models, the input–output Jacobian norm (sensitivity, on test points) "
         "correlates positively with the generalisation gap",
@@ -286,9 +248,9 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         f"95 % bootstrap interval of Spearman ρ(test sensitivity, test − train "
         f"cross-entropy) over the models that met the criterion (training cross-entropy ≤ "
         f"{cfg.target_loss:g}) lies above 0; inconclusive if it includes 0; not testable "
-        f"with fewer than {MIN_MODELS} such models",
-        agrees, verdict=C.verdict_word(agrees, n, MIN_MODELS),
-        measured=_rho(stat))
+        f"with fewer than {C.MIN_MODELS} such models",
+        agrees, verdict=C.verdict_word(agrees, n, C.MIN_MODELS),
+        measured=C.rho_text(stat))
 
 
 study = Study("sensitivity", Config, run, plot, findings, SCALES,

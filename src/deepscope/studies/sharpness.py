@@ -51,37 +51,24 @@ from ..params import objective
 from ..probes.hessian import hessian_eigenvalues, hessian_trace
 from ..probes.sharpness import sharpness
 from . import common as C
-from .base import DataNeed, Expectation, Study, field, require, spearman_ci, verdict
+from .base import DataNeed, Expectation, Study, verdict
+from .fields import field
 
 
 @dataclass(frozen=True)
-class Config:
-    batch_sizes: tuple[int, ...] = field((16, 64, 256, 1024, 4096), "batch sizes")
-    subset: int = field(4096, "training images")
-    test_subset: int = field(2000, "test images")
-    width: int = field(128, "hidden width of the 784-w-w-10 MLP")
-    lr: float = field(1e-3, "Adam learning rate, the same at every batch size")
-    target_loss: float = field(0.05, "criterion: training cross-entropy at most this")
-    max_steps: int = field(4096, "cap: optimiser steps (or max_epochs, whichever is first)")
-    max_epochs: int = field(320, "cap: epochs (or max_steps, whichever is first)")
-    seeds: int = field(5, "initialisations per batch size")
-    probe_subset: int = field(2048, "training images the probes are computed on")
-    eps: tuple[float, ...] = field((1e-4, 1e-3, 1e-2), "box sizes ε")
-    ascent_steps: int = field(10, "sign-gradient ascent steps per start")
-    restarts: int = field(0, "random starts in the box besides δ = 0")
-    trace_samples: int = field(30, "Hessian-vector products for the Hutch++ trace")
-
-    def __post_init__(self):
-        require(len(self.batch_sizes) >= 2 and min(self.batch_sizes) >= 1,
-                "batch_sizes must be ≥ 1")
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(min(self.width, self.max_steps, self.max_epochs, self.seeds,
-                    self.ascent_steps, self.probe_subset) >= 1,
-                "width, max_steps, max_epochs, seeds, ascent_steps, probe_subset must be ≥ 1")
-        require(self.lr > 0 and self.target_loss > 0 and all(e > 0 for e in self.eps),
-                "lr, target_loss and eps must be > 0")
-        require(self.restarts >= 0 and self.trace_samples >= 3,
-                "restarts ≥ 0 and trace_samples ≥ 3")
+class Config(C.SweepConfig):  # the sweep's training settings, then:
+    batch_sizes: tuple[int, ...] = field((16, 64, 256, 1024, 4096), "batch sizes",
+                                         role="optimiser", lo=1, min_len=2)
+    probe_subset: int = field(2048, "training images the probes are computed on",
+                              role="measurement", lo=1)
+    eps: tuple[float, ...] = field((1e-4, 1e-3, 1e-2), "box sizes ε", role="measurement",
+                                   lo=0, lo_open=True)
+    ascent_steps: int = field(10, "sign-gradient ascent steps per start", role="measurement",
+                              lo=1)
+    restarts: int = field(0, "random starts in the box besides δ = 0", role="measurement",
+                          lo=0)
+    trace_samples: int = field(30, "Hessian-vector products for the Hutch++ trace",
+                               role="measurement", lo=3)
 
 
 SCALES = {  # the sweep's scales are shared with sensitivity, so the models are too
@@ -90,16 +77,11 @@ SCALES = {  # the sweep's scales are shared with sensitivity, so the models are 
     "full": {**C.SWEEP_SCALES["full"], "probe_subset": 10000, "ascent_steps": 50,
              "restarts": 5, "trace_samples": 200},
 }
-MIN_MODELS = 5
 MEASURES = ("top_eig", "trace")
 
 
 def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
-    settings = C.sweep_settings(cfg)
-    sizes = list(cfg.batch_sizes)
-    pieces = C.train_sweep(ctx, settings, sizes)
-    thetas = {bs: p["theta"] for bs, p in zip(sizes, pieces)}
-    dead = {bs: p["diverged_epoch"] >= 0 for bs, p in zip(sizes, pieces)}
+    sw = C.sweep(ctx, cfg)
 
     def probes(bs: int) -> dict[str, np.ndarray]:
         data = ctx.load("mnist", subset=cfg.subset, test_subset=cfg.test_subset)
@@ -109,13 +91,13 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
                  data.y_train[pick.to(data.y_train.device)])
         nan = float("nan")
         rows = []
-        for s, theta in enumerate(thetas[bs]):
+        for s, theta in enumerate(sw.thetas[bs]):
             # A member whose training diverged (recorded by the trainer, so the run exits 1)
             # has non-finite weights: its probes are skipped, their values NaN.
-            if dead[bs][s]:
+            if sw.dead[bs][s]:
                 rows.append(([nan] * len(cfg.eps), nan, nan, nan, [nan] * len(cfg.eps)))
                 continue
-            m = C.build(settings, theta, ctx.device)
+            m = C.build(sw.settings, theta, ctx.device)
             sharp = [sharpness(m, F.cross_entropy, batch, eps=e, steps=cfg.ascent_steps,
                                restarts=cfg.restarts, seed=s) for e in cfg.eps]
             # In the model's precision (the default): λ₁ to 1e-3 and a Hutch++ trace whose
@@ -135,12 +117,7 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
                 "trace": np.array(trace), "probe_loss": np.array(loss),
                 "first_order": np.array(first)}  # (S, E)
 
-    probed = ctx.map(probes, sizes, desc="sharpness")
-    out = C.stack_sweep(pieces)
-    for k in probed[0]:
-        out[k] = np.stack([p[k] for p in probed])
-    out["batch_sizes"] = np.asarray(sizes)
-    return out
+    return C.sweep_result(sw, ctx.map(probes, sw.sizes, desc="sharpness"))
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -160,22 +137,8 @@ def trend(result, values) -> tuple[float, float, float, int]:
     """Spearman ρ(batch size, values) with its 95 % bootstrap interval and n, over the
     converged models with finite values."""
     ok = C.converged(result)
-    v = np.asarray(values, float)
     b = np.broadcast_to(np.asarray(result["batch_sizes"], float)[:, None], ok.shape)
-    keep = ok & np.isfinite(v)
-    n = int(keep.sum())
-    if n < MIN_MODELS:
-        return np.nan, np.nan, np.nan, n
-    return (*spearman_ci(b[keep], v[keep], seed=0), n)
-
-
-def _rho(stat) -> str:
-    rho, lo, hi, n = stat
-    if not np.isfinite(rho):
-        return f"undefined ({n} converged models with finite values, fewer than {MIN_MODELS})"
-    interval = (f"95 % interval {lo:+.2f} to {hi:+.2f}" if np.isfinite(lo)
-                else "no interval (constant values)")
-    return f"ρ = {rho:+.2f} ({interval}, n = {n})"
+    return C.spearman_over(ok, b, np.asarray(values, float))
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -221,7 +184,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     for ax in (ax_s, ax_h, ax_l):
         P.label_batch_sizes(ax, b)
     fig.suptitle(f"each model trained to training cross-entropy ≤ {cfg.target_loss:g}; "
-                 f"Spearman ρ(batch size, λ₁) {_rho(trend(r, r['top_eig']))}", fontsize=9)
+                 f"Spearman ρ(batch size, λ₁) {C.rho_text(trend(r, r['top_eig']))}", fontsize=9)
     return {"sharpness": fig}
 
 
@@ -242,7 +205,7 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         lines.append(f"{name}: " + ", ".join(f"batch {int(bs)}: {med(v, i)}"
                                              for i, bs in enumerate(b))
                      + f" (medians over converged seeds); Spearman with batch size "
-                     f"{_rho(trend(result, v))}.")
+                     f"{C.rho_text(trend(result, v))}.")
     share = np.asarray(result["first_order"], float) / np.asarray(result["sharpness"], float)
     lines.append("Share of ε-sharpness that its first-order (gradient) term 100·ε·Σ|g_i|"
                  "(|θ_i|+1)/(1+L) accounts for, median over converged models: " + ", ".join(
@@ -252,9 +215,9 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
                  "not curvature.")
     lines.append(
         "Confounds checked over the same models: final training loss vs batch size "
-        f"{_rho(trend(result, result['train_loss']))}; generalisation gap (test − train "
+        f"{C.rho_text(trend(result, result['train_loss']))}; generalisation gap (test − train "
         f"cross-entropy) vs batch size "
-        f"{_rho(trend(result, result['test_loss'] - result['train_loss']))}.")
+        f"{C.rho_text(trend(result, result['test_loss'] - result['train_loss']))}.")
     return lines
 
 
@@ -266,16 +229,16 @@ def _pct(v) -> str:
 
 def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     rho, lo, hi, n = trend(result, result["top_eig"])
-    agrees = verdict(lo, hi, expected_sign=1) if n >= MIN_MODELS else None
+    agrees = verdict(lo, hi, expected_sign=1) if n >= C.MIN_MODELS else None
     return Expectation(
         "At comparable training loss, larger batches converge to sharper minima",
         "Keskar et al., 2017",
         f"95 % bootstrap interval of Spearman ρ(batch size, top Hessian eigenvalue λ₁) over "
         f"the models that met the criterion (training cross-entropy ≤ {cfg.target_loss:g}) "
         f"lies above 0; inconclusive if it includes 0; not testable with fewer than "
-        f"{MIN_MODELS} such models (ε-sharpness and the trace are in the findings)",
-        agrees, verdict=C.verdict_word(agrees, n, MIN_MODELS),
-        measured=_rho((rho, lo, hi, n)))
+        f"{C.MIN_MODELS} such models (ε-sharpness and the trace are in the findings)",
+        agrees, verdict=C.verdict_word(agrees, n, C.MIN_MODELS),
+        measured=C.rho_text((rho, lo, hi, n)))
 
 
 study = Study("sharpness", Config, run, plot, findings, SCALES,
