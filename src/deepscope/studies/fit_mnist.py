@@ -58,9 +58,10 @@ class Config:
     depths: tuple[int, ...] = field((1, 2, 4), "numbers of conv blocks compared")
     params: int = field(10_000, "parameter budget every CNN is matched to (within 2 %)")
     pooling: str = field("matched", "CNN pooling: matched (the same at every depth) or adaptive")
-    subset: int = field(4000, "training images (stratified, seeded sample)")
-    test_subset: int = field(2000, "test images (stratified, seeded sample)")
-    epochs: int = field(8, "passes over the training subset")
+    subset: int = field(2000, "training samples (stratified, seeded sample)")
+    test_subset: int = field(1000, "test samples (stratified, seeded sample)")
+    epochs: int = field(10, "passes over the training subset, the same for every depth")
+    eval_every: int = field(2, "epochs between evaluations of the full train and test subsets")
     batch_size: int = field(64, "mini-batch size, reshuffled every epoch per member")
     lrs: tuple[float, ...] = field(
         (1e-3, 3e-3),
@@ -80,15 +81,16 @@ class Config:
         require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
         require(self.epochs >= 1, "epochs must be ≥ 1")
         require(self.batch_size >= 1, "batch_size must be ≥ 1")
+        require(self.eval_every >= 1, "eval_every must be ≥ 1")
         require(min(self.lrs) > 0, "lrs must be > 0")
         require(self.seeds >= 1, "seeds must be ≥ 1")
 
 
 SCALES = {
     "quick": {"datasets": ("mnist",), "depths": (1, 2, 3), "params": 3000, "subset": 600,
-              "test_subset": 300, "epochs": 2, "seeds": 2},
+              "test_subset": 300, "epochs": 2, "eval_every": 1, "seeds": 2},
     "full": {"depths": (1, 2, 3, 4), "params": 50_000, "subset": 60_000, "test_subset": 10_000,
-             "epochs": 20, "seeds": 3},
+             "epochs": 20, "eval_every": 1, "seeds": 3},
 }
 
 
@@ -147,7 +149,8 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         models = [cnn(depth, cfg.params, input_shape=shape(name), pooling=cfg.pooling,
                       seed=s).to(ctx.device) for _ in cfg.lrs for s in range(S)]
         trace = train(models, data, optimizer="adam", lr=[lr for lr in cfg.lrs for _ in range(S)],
-                      epochs=cfg.epochs, batch_size=cfg.batch_size, seed=depth,
+                      epochs=cfg.epochs, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
+                      seed=depth,
                       device=ctx.device, progress=False)
         return {**{k: getattr(trace, k).reshape(L, S, -1) for k in METRICS},
                 "epoch": trace.epoch, "diverged_epoch": trace.diverged_epoch.reshape(L, S),
