@@ -1,23 +1,38 @@
 """Deep vs shallow at equal parameter count: training CNNs on an actual task.
 
 Question: at the same number of parameters, how do convolutional networks of different depth
-compare in training loss, training accuracy and test accuracy on MNIST (and Fashion-MNIST)?
-Depth lets a convolutional net build features over a growing receptive field; a shallow net
-with the same budget must spend it on many channels of one small receptive field (the
+compare in training loss, training accuracy and test accuracy on MNIST (and a second data
+set)? Depth lets a convolutional net build features over a growing receptive field; a shallow
+net with the same budget must spend it on many channels of one small receptive field (the
 original report's two CNNs were not even matched: 40 630 vs 146 482 parameters).
 
 Method (STUDIES.md, ``fit-mnist``): CNNs of 1, 2 and 4 conv blocks whose channel counts are
-solved so each has ≈ ``params`` parameters (within 2 %, listed in the findings); the same
-optimiser (Adam), learning rate and batch size for all; ``seeds`` initialisations per model,
-each with its own batch order. After every epoch the mean loss and accuracy over the *full*
-training subset and the test set are measured in eval mode with the same function, so train
-and test numbers are comparable (never a running average or a sum of batch losses).
+solved so each has ≈ ``params`` parameters (within 2 %, listed in the findings), with
+**matched pooling** (``models.cnn(pooling="matched")``): every depth max-pools by 2 at the
+same resolutions (28 → 14 → 7 → 3) and its classifier sees the same 3×3 map, so depth is the
+only difference (the default CNN pools adaptively, 14×14 → 3×3 in one coarse step for one
+block but 7×7 → 3×3 for two). Adam with mini-batches, the same number of epochs for every
+depth; ``seeds`` initialisations (each with its own batch order) per rate of the grid
+``lrs``, all seeds × rates of one (data set, depth) trained as one ensemble with per-member
+rates. Each depth uses the rate with the lowest median final *training* loss over its seeds
+(the whole training subset is used for training, none held out, so that every depth is
+tuned by the same rule on the data it fits). Every ``eval_every`` epochs the mean loss and
+accuracy over the *full* training subset and the test set are measured in eval mode with the
+same function, so train and test numbers are comparable.
 
-Why these defaults: a stratified 4 000-image training subset and 2 000 test images, 8 epochs
-of Adam (lr 2e-3, batch 64), 10 000 parameters and 2 seeds keep both data sets inside the
-suite's time budget on two CPU cores (the shallow net is the expensive one: its 100 channels
-run at full 28×28 resolution) while the curves flatten. ``full`` uses all 60 000/10 000
-images for 20 epochs.
+Second data set: Fashion-MNIST when it is on the machine; when it is absent, MNIST-1D
+(Greydanus, 2020; 4 000 / 1 000 sequences of length 40, generated offline and checked against
+a checksum) takes its place, with 1-D CNNs of the same budget and matched pooling
+(40 → 20 → 10 → 5), and the findings say so. The stored ``datasets`` lists only the data sets
+used.
+
+Statistics and verdict: medians with interquartile bands over seeds; the findings give median
+[interquartile range] per depth and how much the median test accuracy still changed over the
+last quarter of the epochs (flat curves: well under a point). The verdict on MNIST: the 95 %
+bootstrap interval of the median test accuracy of the best depth > 1 minus that of depth 1
+(seeds resampled within each depth) agrees if wholly above 0, disagrees if wholly below,
+inconclusive if it includes 0.
+WHY_PLACEHOLDER
 """
 
 from __future__ import annotations
