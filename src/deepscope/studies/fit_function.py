@@ -62,7 +62,7 @@ class Config:
     n_test: int = field(1000, "dense grid on which fits are plotted and test loss measured")
     epochs: int = field(2000, "full-batch Adam epochs (= steps), the same for every depth")
     lrs: tuple[float, ...] = field(
-        (1e-3, 3e-3, 1e-2),
+        (3e-3, 1e-2, 3e-2, 1e-1),
         "Adam learning-rate grid; each depth uses the rate with the lowest median final "
         "training MSE")
     seeds: int = field(5, "independent initialisations per model and learning rate")
@@ -87,8 +87,8 @@ class Config:
 
 
 SCALES = {
-    "quick": {"functions": ("sinc", "sign"), "depths": (1, 2, 4), "epochs": 150, "seeds": 3,
-              "lrs": (3e-3, 1e-2), "n_test": 200},
+    "quick": {"functions": ("sinc", "sign"), "depths": (1, 2, 4), "epochs": 150, "seeds": 2,
+              "lrs": (1e-2, 3e-2), "n_test": 200},
     "full": {"epochs": 20000, "seeds": 10, "eval_every": 20},
 }
 
