@@ -71,15 +71,15 @@ class Config:
         ("mnist", "fashion-mnist"),
         "data sets; when fashion-mnist is absent, MNIST-1D is used in its place (and said so)")
     depths: tuple[int, ...] = field((1, 2, 4), "numbers of conv blocks compared")
-    params: int = field(10_000, "parameter budget every CNN is matched to (within 2 %)")
+    params: int = field(5000, "parameter budget every CNN is matched to (within 2 %)")
     pooling: str = field("matched", "CNN pooling: matched (the same at every depth) or adaptive")
     subset: int = field(2000, "training samples (stratified, seeded sample)")
     test_subset: int = field(1000, "test samples (stratified, seeded sample)")
-    epochs: int = field(10, "passes over the training subset, the same for every depth")
-    eval_every: int = field(2, "epochs between evaluations of the full train and test subsets")
+    epochs: int = field(16, "passes over the training subset, the same for every depth")
+    eval_every: int = field(4, "epochs between evaluations of the full train and test subsets")
     batch_size: int = field(64, "mini-batch size, reshuffled every epoch per member")
     lrs: tuple[float, ...] = field(
-        (1e-3, 3e-3),
+        (3e-3, 1e-2),
         "Adam learning-rate grid; each depth uses the rate with the lowest median final "
         "training loss")
     seeds: int = field(3, "independent initialisations (and batch orders) per model and rate")
@@ -102,7 +102,7 @@ class Config:
 
 
 SCALES = {
-    "quick": {"datasets": ("mnist",), "depths": (1, 2, 3), "params": 3000, "subset": 600,
+    "quick": {"datasets": ("mnist",), "depths": (1, 2, 3), "params": 3000, "subset": 600, "lrs": (1e-3, 3e-3),
               "test_subset": 300, "epochs": 2, "eval_every": 1, "seeds": 2},
     "full": {"depths": (1, 2, 3, 4), "params": 50_000, "subset": 60_000, "test_subset": 10_000,
              "epochs": 20, "eval_every": 1, "seeds": 3},
