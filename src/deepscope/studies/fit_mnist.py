@@ -75,11 +75,11 @@ class Config:
     pooling: str = field("matched", "CNN pooling: matched (the same at every depth) or adaptive")
     subset: int = field(2000, "training samples (stratified, seeded sample)")
     test_subset: int = field(1000, "test samples (stratified, seeded sample)")
-    epochs: int = field(16, "passes over the training subset, the same for every depth")
-    eval_every: int = field(4, "epochs between evaluations of the full train and test subsets")
+    epochs: int = field(20, "passes over the training subset, the same for every depth")
+    eval_every: int = field(5, "epochs between evaluations of the full train and test subsets")
     batch_size: int = field(64, "mini-batch size, reshuffled every epoch per member")
     lrs: tuple[float, ...] = field(
-        (3e-3, 1e-2),
+        (1e-2, 3e-2),
         "Adam learning-rate grid; each depth uses the rate with the lowest median final "
         "training loss")
     seeds: int = field(3, "independent initialisations (and batch orders) per model and rate")
