@@ -42,8 +42,9 @@ threshold on sign in 2 000 steps (depth 8: 0.019, but 2 of 5 seeds die at initia
 Verdict at the defaults: inconclusive — on sinc depth 2 reaches 0.45× the median final MSE of
 depth 1 (95 % interval 0.12–18×; log10 ratio −0.34, −0.90 to +1.24): seeds are bimodal, and
 the tuned shallow net fits sinc in 5 of 5 seeds. On x² depth 1 is best (the best deep net,
-depth 8, has 6.3× its median MSE, 2.7–31×). The study took 254 s under a load average of
-about 9 on 2 cores (the old one-rate study: 185 s at a load of 4–5).
+depth 8, has 6.3× its median MSE, 2.7–31×). Cost, old and new run back to back on 2 cores
+(load average about 2, one other test process running): the old one-rate study took 67 s,
+this one 145 s (2.2×) for 4× the members.
 """
 
 from __future__ import annotations
