@@ -120,7 +120,7 @@ def test_make_config_raises_only_config_errors(study, data):
     (["run", "sensitivity", "--set", "batch_sizes=(0, 16)"], "≥ 1"),
     (["run", "fit-mnist", "--set", "batch_size=0"], "batch_size must be ≥ 1"),
     (["run", "fit-mnist", "--set", "epochs=-1"], "epochs must be ≥ 1"),
-    (["run", "fit-mnist", "--set", "lr=nan"], "must be finite"),
+    (["run", "fit-mnist", "--set", "lrs=nan"], "must be finite"),
     (["run", "random-labels", "--set", "subset=70000"], "more than MNIST has (60000)"),
     pytest.param(["run", "fit-mnist", "--set", "subset=70000"], "more than",
                  marks=pytest.mark.xfail(strict=True, reason="fit-mnist's fields are not "

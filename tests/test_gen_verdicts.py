@@ -193,3 +193,51 @@ def test_defaults_use_at_least_three_seeds(name):
     cfg = make_config(STUDIES[name], "default")
     n = {"pca-trajectory": "runs", "error-surface": "models"}.get(name, "seeds")
     assert getattr(cfg, n) >= 3
+
+
+# --- fit-function and fit-mnist: each depth at its chosen learning rate --------------------
+
+
+def fit_function_result(final_by_depth_and_rate, seeds: int = 5) -> dict:
+    """A sinc result whose final training MSE of depth i at rate l is ``final[i][l]`` times
+    a seed factor (spread ×2 either way); the curve falls linearly in log from 1."""
+    final = np.asarray(final_by_depth_and_rate, dtype=float)  # (D, L)
+    spread = np.geomspace(0.5, 2.0, seeds)
+    last = final[..., None] * spread  # (D, L, S)
+    curve = np.exp(np.linspace(0, 1, 11) * np.log(last)[..., None])  # (D, L, S, 11)
+    return {"depths": np.array([1, 2, 4]), "lrs": np.array([1e-3, 3e-3, 1e-2]),
+            "sinc.train_loss": curve, "sinc.epoch": np.arange(11) * 10,
+            "sinc.lr_index": np.argmin(final, 1)}
+
+
+def test_fit_function_chooses_each_depths_rate_and_compares_the_best_deep_net():
+    from deepscope.studies.base import median_choice
+    from deepscope.studies.fit_function import chosen, chosen_lrs
+
+    grid = [[1e-2, 1e-3, 2e-3], [5e-3, 5e-3, 1e-4], [1e-2, 1e-2, 1e-2]]
+    r = fit_function_result(grid)
+    # the stored choice is the one median_choice makes on the final losses
+    assert median_choice(r["sinc.train_loss"][..., -1]).tolist() == [1, 2, 0]
+    assert chosen_lrs(r, "sinc").tolist() == [3e-3, 1e-2, 1e-3]
+    np.testing.assert_allclose(np.median(chosen(r, "sinc", "train_loss")[..., -1], 1),
+                               [1e-3, 1e-4, 1e-2])
+    assert verdict_of("fit-function", r) == "agrees"  # depth 2 at 1e-4 vs depth 1 at 1e-3
+    assert verdict_of("fit-function", fit_function_result(
+        [[1e-3, 1e-4, 1e-3], [1e-2, 1e-2, 1e-2], [1e-2, 1e-2, 1e-2]])) == "disagrees"
+    assert verdict_of("fit-function", fit_function_result(
+        [[1e-3, 1e-3, 1e-3], [1.2e-3, 1.1e-3, 1.1e-3], [1e-2, 1e-2, 1e-2]])) == "inconclusive"
+
+
+def fit_mnist_result(acc_by_depth, seeds: int = 3, spread: float = 0.005) -> dict:
+    acc = np.asarray(acc_by_depth, dtype=float)[:, None, None, None] + np.linspace(
+        -spread, spread, seeds)[None, None, :, None]
+    curve = np.concatenate([np.full(acc.shape, 0.1), acc], -1)  # (D, L=1, S, T=2)
+    return {"depths": np.array([1, 2, 4]), "lrs": np.array([1e-3]),
+            "datasets": np.array(["mnist"]), "mnist.test_acc": curve,
+            "mnist.lr_index": np.zeros(3, dtype=int)}
+
+
+def test_fit_mnist_verdict_on_the_best_deep_net_minus_depth_1():
+    assert verdict_of("fit-mnist", fit_mnist_result([0.95, 0.97, 0.96])) == "agrees"
+    assert verdict_of("fit-mnist", fit_mnist_result([0.97, 0.95, 0.94])) == "disagrees"
+    assert verdict_of("fit-mnist", fit_mnist_result([0.96, 0.965, 0.95])) == "inconclusive"

@@ -112,3 +112,37 @@ def test_cnn_input_errors():
     assert ds.count_params(ds.cnn(1, channels=2, input_shape=torch.Size([1, 40]))) == 78
     with pytest.raises(ValueError, match="too small"):
         ds.cnn(4, params=3000, input_shape=(1, 6))
+
+
+@pytest.mark.parametrize("budget", [3000, 10_000, 50_000])
+def test_matched_pooling_gives_every_depth_the_same_pools_and_final_map(budget):
+    """pooling="matched": three 2× pools and no adaptive pool at every depth, so the head sees
+    the same 3×3 map (MNIST) or 5 positions (MNIST-1D); budgets still hit within 2 %."""
+    for shape, final in (((1, 28, 28), (3, 3)), ((1, 40), (5,))):
+        maps = set()
+        for depth in (1, 2, 3, 4, 5):
+            model = ds.cnn(depth, params=budget, input_shape=shape, pooling="matched")
+            assert abs(ds.count_params(model) - budget) <= 0.02 * budget
+            assert ds.count_params(model) == cnn_param_count(
+                cnn_channels(depth, budget, input_shape=shape, pooling="matched"),
+                input_shape=shape, pooling="matched")
+            pools = [m for m in model if isinstance(m, torch.nn.MaxPool1d | torch.nn.MaxPool2d)]
+            assert len(pools) == 3 and not any("Adaptive" in type(m).__name__ for m in model)
+            x = torch.zeros(2, *shape)
+            body = torch.nn.Sequential(*list(model)[:-2])  # everything before Flatten, Linear
+            maps.add(tuple(body(x).shape[2:]))
+            assert model(x).shape == (2, 10)
+        assert maps == {final}
+
+
+def test_default_pooling_is_unchanged_by_the_matched_option():
+    for depth in (1, 2, 4):
+        default = ds.cnn(depth, params=10_000, seed=3)
+        adaptive = ds.cnn(depth, params=10_000, pooling="adaptive", seed=3)
+        assert repr(default) == repr(adaptive)
+        assert torch.equal(ds.params.get_theta(default), ds.params.get_theta(adaptive))
+    # the 1-block default pools 14×14 adaptively to 3×3; matched pools 28→14→7→3 by twos
+    assert "AdaptiveMaxPool2d(output_size=3)" in repr(ds.cnn(1, params=10_000))
+    assert cnn_channels(1, 10_000, pooling="matched") == [100]
+    with pytest.raises(ValueError, match="unknown pooling"):
+        ds.cnn(2, params=10_000, pooling="global")

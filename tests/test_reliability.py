@@ -180,12 +180,12 @@ def test_concurrent_runs_wait_and_reuse_pieces(reference, tmp_path):
 def test_divergence_is_stored_reported_and_exits_1(tmp_path, capsys):
     """lr = 1e4 makes some members overflow; they stop, the others finish."""
     out = tmp_path / "out"
-    argv = [*ARGS, "--set", "lr=1e4", "--out", str(out)]
+    argv = [*ARGS, "--set", "lrs=1e4", "--out", str(out)]
     assert main(argv) == 1
     summary = capsys.readouterr().out
     assert "DIVERGED" in summary
     run = load_run(_run_dir(out))
-    epochs = run.result["sinc.diverged_epoch"]  # (depths, seeds); -1 = did not diverge
+    epochs = run.result["sinc.diverged_epoch"]  # (depths, rates, seeds); -1 = not diverged
     assert (epochs >= 1).any() and (epochs == -1).any()  # only the affected runs
     assert len(run.meta["diverged"]) == int((epochs >= 0).sum())
     assert all("diverged in epoch" in d for d in run.meta["diverged"])

@@ -98,3 +98,36 @@ def test_bootstrap_ci_of_a_difference_of_medians():
     nan = bootstrap_ci([np.nan, np.nan], statistic=np.median)
     assert all(np.isnan(nan))
     assert bootstrap_ci([1.0, np.nan, 3.0], statistic=np.median, n_boot=50)[0] == 2.0
+
+
+def test_epoch_reaching_crosses_above_or_below():
+    from deepscope.studies.base import epoch_reaching
+
+    epoch = np.array([0, 10, 20, 30])
+    assert epoch_reaching(np.array([0.1, 0.5, 0.99, 1.0]), epoch, 0.99, above=True) == 20
+    assert epoch_reaching(np.array([1.0, 0.5, 0.2, 0.1]), epoch, 0.2, above=False) == 30
+    assert np.isnan(epoch_reaching(np.array([1.0, 0.9, 0.8, 0.7]), epoch, 0.5, above=False))
+
+
+def test_median_choice_picks_the_lowest_median_and_counts_nan_as_worst():
+    from deepscope.studies.base import median_choice
+
+    # rate 0: one lucky seed gives it the lowest mean, but rate 1 has the lower median
+    final = np.array([[[1e-6, 1.0, 1.0], [0.5, 0.4, 0.6]],
+                      [[0.1, np.nan, np.nan], [0.2, 0.3, 0.2]]])  # (D=2, L=2, S=3)
+    assert median_choice(final).tolist() == [1, 1]
+    assert median_choice(np.array([[0.9, 0.8], [0.5, 0.95]]), lower_is_better=False) == 0
+
+
+def test_compare_best_of_overlapping_seeds_is_inconclusive():
+    from deepscope.studies.base import compare_best
+
+    rng = np.random.default_rng(0)
+    shallow, deep2, deep4 = (rng.lognormal(np.log(1e-3), 1.0, 5) for _ in range(3))
+    values = np.stack([shallow, deep2, deep4])
+    c = compare_best(values, [1, 2], 0, log=True)
+    assert c.best == (1 if np.median(deep2) < np.median(deep4) else 2) and c.reference == 0
+    assert c.value == pytest.approx(np.log10(np.median(values[c.best]) / np.median(shallow)))
+    assert c.lo < 0 < c.hi and verdict(c.lo, c.hi, expected_sign=-1) is None
+    far = compare_best(np.stack([shallow, deep2 / 1e3]), [1], 0, log=True)
+    assert far.hi < 0 and verdict(far.lo, far.hi, expected_sign=-1) is True

@@ -339,7 +339,8 @@ def test_foreign_store_entries_are_skipped_then_recomputed(damage, store_copy, r
 # --- 7. total divergence is stored and drawn -----------------------------------------------
 
 LR_KEYS = {name: [f.name for f in dataclasses.fields(s.Config)
-                  if f.name == "lr" or f.name.endswith("_lr")] for name, s in STUDIES.items()}
+                  if f.name in ("lr", "lrs") or f.name.endswith("_lr")]
+           for name, s in STUDIES.items()}
 
 
 @pytest.mark.parametrize("name", [n for n, keys in LR_KEYS.items() if keys and n != "min-ratio"])

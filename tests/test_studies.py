@@ -48,3 +48,23 @@ def test_same_config_and_seed_give_byte_identical_results(tmp_path):
     b = run_study("fit-function", scale="quick", out=tmp_path / "b", overrides=overrides,
                   progress=False)
     assert (a.path / "result.npz").read_bytes() == (b.path / "result.npz").read_bytes()
+
+
+def test_fit_mnist_uses_mnist1d_when_fashion_mnist_is_absent(tmp_path, monkeypatch):
+    """A machine without Fashion-MNIST still runs both data sets: MNIST-1D takes its place,
+    the stored ``datasets`` lists only what was used, and the findings say so."""
+    from deepscope.data import mnist
+
+    monkeypatch.setattr(mnist, "FASHION_SYSTEM_DIR", tmp_path / "no-fashion")
+    monkeypatch.delenv("DEEPSCOPE_DATA", raising=False)
+    monkeypatch.setenv("DEEPSCOPE_CACHE", str(tmp_path / "cache"))
+    tiny = {"datasets": ("mnist", "fashion-mnist"), "depths": (1, 2), "params": 3000,
+            "subset": 100, "test_subset": 50, "epochs": 1, "seeds": 1, "lrs": (1e-3,)}
+    stored = run_study("fit-mnist", scale="quick", out=tmp_path / "out", overrides=tiny,
+                       progress=False)
+    assert list(stored.result["datasets"]) == ["mnist", "mnist1d"]
+    assert stored.result["mnist1d.test_acc"].shape == (2, 1, 1, 2)  # (D, L, S, T)
+    assert set(stored.meta["data"]) == {"mnist", "fashion-mnist", "mnist1d"}
+    assert stored.meta["data"]["fashion-mnist"] == "absent"
+    assert any("MNIST-1D" in line and "in its place" in line
+               for line in stored.meta["findings"])

@@ -13,8 +13,9 @@ here take the budget ``params=N`` and solve for the widths that hit it:
 ``Conv3×3 → ReLU`` (the first three with 2×2 max-pooling), adaptive max-pooling to a
 3×3 grid and a linear classifier on the flattened features — or, for sequences
 (``input_shape=(C, L)``, e.g. MNIST-1D's (1, 40)), the same with kernel-3 1-D convolutions,
-pooling by 2 and an adaptive pool to at most 3 positions. Initialisation is PyTorch's
-default, drawn from a seeded private RNG so the global random state is never touched.
+pooling by 2 and an adaptive pool to at most 3 positions; ``pooling="matched"`` gives every
+depth the same three 2× pools instead (depth then is the only difference). Initialisation is
+PyTorch's default, drawn from a seeded private RNG so the global random state is never touched.
 """
 
 from __future__ import annotations
@@ -78,28 +79,41 @@ def cnn_input_shape(in_channels: int | None = None, image_size: int | None = Non
     return shape
 
 
-def _cnn_spatial(depth: int, spatial: Sequence[int]) -> tuple[int, ...]:
+POOLINGS = ("adaptive", "matched")
+"""How a :func:`cnn` pools: ``adaptive`` (a 2× pool after each of the first three blocks,
+then an adaptive pool to at most 3 per axis) or ``matched`` (three 2× pools at the same
+resolutions whatever the depth, and no adaptive pool)."""
+
+
+def _cnn_spatial(depth: int, spatial: Sequence[int],
+                 pooling: str = "adaptive") -> tuple[int, ...]:
     """Size of the feature map the classifier sees, per spatial axis: pooling by 2 after each
-    of the first three blocks, then adaptive max-pooling to at most ``POOLED_SIDE``."""
-    halvings = min(depth, POOLED_BLOCKS)
+    of the first three blocks, then adaptive max-pooling to at most ``POOLED_SIDE``; or, for
+    ``pooling="matched"``, three halvings (floor) at every depth."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
+    halvings = POOLED_BLOCKS if pooling == "matched" else min(depth, POOLED_BLOCKS)
     if min(spatial) < 2**halvings:
         raise ValueError(f"an input of spatial size {tuple(spatial)} is too small for "
                          f"{halvings} max-pooling(s) by 2; it needs at least {2**halvings} per "
                          "axis. Fix: use fewer blocks or a larger input")
+    if pooling == "matched":
+        return tuple(s // 2**halvings for s in spatial)
     return tuple(min(s // 2**halvings, POOLED_SIDE) for s in spatial)
 
 
 def cnn_param_count(
     channels: list[int], in_channels: int | None = None, num_classes: int = 10,
     image_size: int | None = None, *, input_shape: Sequence[int] | None = None,
+    pooling: str = "adaptive",
 ) -> int:
     """Parameters of :func:`cnn` with per-block ``channels``: the convolutions (3×3 for
     images, 3 for sequences, each with a bias) plus a linear head on the pooled features.
-    The input is described as for :func:`cnn` (default ``(1, 28, 28)``)."""
+    The input and ``pooling`` are described as for :func:`cnn` (default ``(1, 28, 28)``)."""
     shape = cnn_input_shape(in_channels, image_size, input_shape)
     taps = KERNEL ** (len(shape) - 1)
     conv = sum((taps * a + 1) * b for a, b in pairwise([shape[0], *channels]))
-    features = channels[-1] * math.prod(_cnn_spatial(len(channels), shape[1:]))
+    features = channels[-1] * math.prod(_cnn_spatial(len(channels), shape[1:], pooling))
     return conv + (features + 1) * num_classes
 
 
@@ -146,14 +160,15 @@ def mlp_widths(in_dim: int, out_dim: int, depth: int, params: int) -> list[int]:
 
 def cnn_channels(depth: int, params: int, in_channels: int | None = None,
                  num_classes: int = 10, image_size: int | None = None, *,
-                 input_shape: Sequence[int] | None = None) -> list[int]:
-    """Channels per block of a depth-``depth`` CNN with ≈ ``params`` parameters (input as
-    for :func:`cnn`, default ``(1, 28, 28)``)."""
+                 input_shape: Sequence[int] | None = None,
+                 pooling: str = "adaptive") -> list[int]:
+    """Channels per block of a depth-``depth`` CNN with ≈ ``params`` parameters (input and
+    ``pooling`` as for :func:`cnn`, default ``(1, 28, 28)``)."""
     shape = cnn_input_shape(in_channels, image_size, input_shape)
-    _cnn_spatial(depth, shape[1:])  # a clear error for inputs too small for this depth
+    _cnn_spatial(depth, shape[1:], pooling)  # a clear error for inputs too small
     return _solve_widths(
         depth, params, lambda cs: cnn_param_count(cs, num_classes=num_classes,
-                                                  input_shape=shape)
+                                                  input_shape=shape, pooling=pooling)
     )
 
 
@@ -207,6 +222,7 @@ def cnn(
     num_classes: int = 10,
     image_size: int | None = None,
     input_shape: Sequence[int] | None = None,
+    pooling: str = "adaptive",
     seed: int = 0,
 ) -> nn.Sequential:
     """A convolutional classifier with ``depth`` conv blocks, for images or sequences.
@@ -221,15 +237,25 @@ def cnn(
     same with ``Conv1d(3, padding=1)``, max-pools of 2 and an adaptive max-pool to at most 3
     positions. Give ``params`` (channels solved to within 2 %) or a fixed ``channels`` per
     block.
+
+    ``pooling="matched"`` gives every depth the same pooling schedule, so that depth is the
+    only difference between nets of one budget: three 2× max-pools at the same resolutions
+    (28 → 14 → 7 → 3 for MNIST, 40 → 20 → 10 → 5 for MNIST-1D), the first after block 1, the
+    second after block 2 (or straight after the last block, if the net is shallower), and so
+    on, and no adaptive pool, so the classifier always sees the same map (3×3 for MNIST). The
+    default, ``"adaptive"``, pools after the first three blocks and then adaptively to at
+    most 3 per axis: a 1-block net pools 14×14 to 3×3 in one coarse step, a 2-block net
+    7×7 to 3×3 — a pooling that differs with depth.
     """
     if (params is None) == (channels is None):
         raise ValueError("give exactly one of params= or channels=")
     shape = cnn_input_shape(in_channels, image_size, input_shape)
-    pooled = _cnn_spatial(depth, shape[1:])
+    pooled = _cnn_spatial(depth, shape[1:], pooling)
     chans = (
         [channels] * depth
         if channels is not None
-        else cnn_channels(depth, params, num_classes=num_classes, input_shape=shape)
+        else cnn_channels(depth, params, num_classes=num_classes, input_shape=shape,
+                          pooling=pooling)
     )
     conv, pool, adaptive = ((nn.Conv1d, nn.MaxPool1d, nn.AdaptiveMaxPool1d) if len(shape) == 2
                             else (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d))
@@ -244,6 +270,10 @@ def cnn(
             if i < POOLED_BLOCKS:
                 layers.append(pool(2))
             layers.append(nn.ReLU())
+        if pooling == "matched":  # the pools a shallow net has no block for, at once
+            layers += [pool(2) for _ in range(depth, POOLED_BLOCKS)]
+            layers += [nn.Flatten(), nn.Linear(chans[-1] * math.prod(pooled), num_classes)]
+            return nn.Sequential(*layers)
         # Pooling to a small fixed grid keeps the classifier from dominating the budget of a
         # shallow net (a 14×14 map would put 98 % of its parameters in the last layer).
         # One number when every axis agrees (square images, all sequences): the module

@@ -70,6 +70,10 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
+"""The names of the per-evaluation metrics a :class:`Trace` records, each ``(M, T)``."""
+
+
 @dataclass
 class Trace:
     """What ``train`` recorded, as NumPy arrays. ``M`` members, ``T`` evaluations, ``S`` steps,

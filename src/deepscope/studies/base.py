@@ -318,3 +318,64 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+
+
+def epoch_reaching(curve: np.ndarray, epoch: np.ndarray, level: float, *, above: bool) -> float:
+    """The first recorded epoch at which ``curve`` ``(T,)`` crosses ``level``: reaches at
+    least ``level`` when ``above`` (an accuracy), falls below it otherwise (a loss); NaN if
+    it never does. ``epoch`` ``(T,)`` holds the epoch of each recorded value."""
+    hit = np.nonzero(curve >= level if above else curve < level)[0]
+    return float(epoch[hit[0]]) if hit.size else float("nan")
+
+
+def median_choice(values: np.ndarray, *, lower_is_better: bool = True) -> np.ndarray:
+    """Per row, the index of the setting whose median over seeds is best.
+
+    ``values`` ``(..., K, S)``: a measurement of K settings (e.g. a learning-rate grid) in S
+    seeds each; returns ``(...)`` indices into K. A NaN seed (diverged) counts as the worst
+    possible value, so a setting that diverges in half its seeds is not chosen for the other
+    half; ties go to the first setting.
+    """
+    v = np.asarray(values, dtype=float)
+    worst = np.inf if lower_is_better else -np.inf
+    med = np.median(np.where(np.isnan(v), worst, v), axis=-1)
+    return np.argmin(med, axis=-1) if lower_is_better else np.argmax(med, axis=-1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best of some candidates against a reference, with a bootstrap interval.
+
+    ``best`` and ``reference`` index the rows of the compared values; ``value`` is the
+    statistic ``f(median of best) − f(median of reference)`` (``f`` = log10 or the identity)
+    and ``[lo, hi]`` its 95 % percentile-bootstrap interval, seeds resampled within each row.
+    """
+
+    best: int
+    reference: int
+    value: float
+    lo: float
+    hi: float
+
+
+def compare_best(values: np.ndarray, candidates, reference: int, *,
+                 lower_is_better: bool = True, log: bool = False, seed: int = 0,
+                 n_boot: int = 2000) -> Comparison:
+    """The candidate row of ``values`` ``(D, S)`` with the best median over seeds, compared
+    with row ``reference`` (:class:`Comparison`); NaN entries (diverged, not converged) are
+    left out of both. Example: the best deep net against the shallow one
+    (``candidates`` = the deep rows), or the best depth against the runner-up.
+
+    The best candidate is picked once, on the measured medians; the interval is that of the
+    difference for this pair, so it says whether *this* gap exceeds the seed spread.
+    """
+    v = np.asarray(values, dtype=float)
+    med = np.array([np.nanmedian(v[i]) if np.isfinite(v[i]).any() else np.nan
+                    for i in candidates])
+    key = np.where(np.isnan(med), np.inf, med if lower_is_better else -med)
+    best = int(list(candidates)[int(np.argmin(key))])
+    f = np.log10 if log else (lambda x: x)
+    value, lo, hi = bootstrap_ci(
+        v[best], v[reference], seed=seed, n_boot=n_boot,
+        statistic=lambda a, b: f(np.median(a)) - f(np.median(b)))
+    return Comparison(best, int(reference), value, lo, hi)

@@ -35,7 +35,7 @@ from torch import nn
 from ..context import Context, Piece
 from ..models import count_params, mlp
 from ..params import get_theta, set_theta
-from ..train import train
+from ..train import METRICS, train
 from .base import spearman_ci
 from .fields import Checked, field
 
@@ -47,8 +47,6 @@ CHECK_STEPS = 16
 batches of up to N/16 images, every ⌈16/steps per epoch⌉ epochs for larger ones (a full
 evaluation of train and test sets costs about half a full-batch step, so checking the
 full-batch model every step would cost half as much again as training it)."""
-
-METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
 
 SWEEP_SCALES = {
     "quick": {"batch_sizes": (16, 32, 64, 128, 256), "subset": 256, "test_subset": 200,

@@ -78,7 +78,7 @@ from ..context import Context
 from ..data.labels import label_noise
 from ..models import count_params, mlp
 from ..plot import quiet_numpy
-from ..train import train
+from ..train import METRICS, train
 from .base import DataNeed, Expectation, Study
 from .fields import Checked, field
 
@@ -118,7 +118,6 @@ SCALES = {
                         1024), "subset": 4000, "test_subset": 10000, "epochs": 2000,
              "seeds": 5},
 }
-METRICS = ("train_loss", "test_loss", "train_acc", "test_acc")
 N_BOOT = 2000
 
 

@@ -43,7 +43,7 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci
+from .base import DataNeed, Expectation, Study, bootstrap_ci, epoch_reaching
 from .fields import Checked, field
 
 
@@ -124,15 +124,10 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     return {"random_labels": fig}
 
 
-def _epoch_reaching(acc: np.ndarray, epoch: np.ndarray, level: float) -> float:
-    hit = np.nonzero(acc >= level)[0]
-    return float(epoch[hit[0]]) if hit.size else float("nan")
-
-
 def epochs_to_fit(result: dict[str, np.ndarray], lab: str, level: float) -> np.ndarray:
     """Per seed, the first epoch at which train accuracy reached ``level`` (NaN: never)."""
     ep = result[f"{lab}.epoch"]
-    return np.array([_epoch_reaching(a, ep, level) for a in result[f"{lab}.train_acc"]])
+    return np.array([epoch_reaching(a, ep, level, above=True) for a in result[f"{lab}.train_acc"]])
 
 
 def _ratio_of_medians(r: np.ndarray, t: np.ndarray) -> float:
