@@ -122,9 +122,7 @@ def test_make_config_raises_only_config_errors(study, data):
     (["run", "fit-mnist", "--set", "epochs=-1"], "epochs must be ≥ 1"),
     (["run", "fit-mnist", "--set", "lrs=nan"], "must be finite"),
     (["run", "random-labels", "--set", "subset=70000"], "more than MNIST has (60000)"),
-    pytest.param(["run", "fit-mnist", "--set", "subset=70000"], "more than",
-                 marks=pytest.mark.xfail(strict=True, reason="fit-mnist's fields are not "
-                                         "declared yet (the data check still exits 2)")),
+    (["run", "fit-mnist", "--set", "subset=70000"], "more than MNIST has (60000)"),
     (["run", "fit-mnist", "--set", "datasets=(cifar,)"], "cifar"),
     (["run", "fit-mnist", "--out", "/proc/deepscope-cannot-write"], "--out"),
 ])

@@ -63,44 +63,41 @@ from .base import (
     Study,
     compare_best,
     epoch_reaching,
-    field,
     median_choice,
-    require,
     verdict,
 )
+from .fields import Checked, field
 
 
 @dataclass(frozen=True)
-class Config:
-    functions: tuple[str, ...] = field(("sinc", "sign", "square"), "1-D targets to fit")
-    depths: tuple[int, ...] = field((1, 2, 4, 8), "numbers of hidden layers compared")
-    params: int = field(400, "parameter budget every model is matched to (within 2 %)")
-    n_train: int = field(256, "training points, evenly spaced on (0, 1]")
-    n_test: int = field(1000, "dense grid on which fits are plotted and test loss measured")
-    epochs: int = field(2000, "full-batch Adam epochs (= steps), the same for every depth")
+class Config(Checked):
+    functions: tuple[str, ...] = field(("sinc", "sign", "square"), "1-D targets to fit",
+                                       role="data", choices=sorted(FUNCTIONS), min_len=1)
+    depths: tuple[int, ...] = field((1, 2, 4, 8), "numbers of hidden layers compared",
+                                    role="model", lo=1, min_len=1)
+    params: int = field(400, "parameter budget every model is matched to (within 2 %)",
+                        role="model", lo=1)
+    n_train: int = field(256, "training points, evenly spaced on (0, 1]", role="data", lo=2)
+    n_test: int = field(1000, "dense grid on which fits are plotted and test loss measured",
+                        role="data", lo=2)
+    epochs: int = field(2000, "full-batch Adam epochs (= steps), the same for every depth",
+                        role="schedule", lo=1)
     lrs: tuple[float, ...] = field(
         (3e-3, 1e-2, 3e-2, 1e-1),
         "Adam learning-rate grid; each depth uses the rate with the lowest median final "
-        "training MSE")
-    seeds: int = field(5, "independent initialisations per model and learning rate")
-    activation: str = field("relu", "hidden activation: relu, tanh, gelu or sigmoid")
-    threshold: float = field(0.01, "'fitted' when MSE < threshold × Var(target), i.e. R² > 0.99")
-    eval_every: int = field(10, "epochs between recorded loss values")
+        "training MSE", role="optimiser", lo=0, lo_open=True, min_len=1)
+    seeds: int = field(5, "independent initialisations per model and learning rate",
+                       role="seeds", lo=1)
+    activation: str = field("relu", "hidden activation", role="model",
+                            choices=sorted(ACTIVATIONS))
+    threshold: float = field(0.01, "'fitted' when MSE < threshold × Var(target), i.e. R² > 0.99",
+                             role="measurement", lo=0, hi=1, lo_open=True, hi_open=True)
+    eval_every: int = field(10, "epochs between recorded loss values", role="measurement",
+                            lo=1)
 
-    def __post_init__(self):
-        for f in self.functions:
-            require(f in FUNCTIONS, f"unknown function {f!r}; choose from {sorted(FUNCTIONS)}")
-        require(len(self.depths) >= 1 and min(self.depths) >= 1, "depths must be ≥ 1")
-        require(self.activation in ACTIVATIONS,
-                f"unknown activation {self.activation!r}; choose from {sorted(ACTIVATIONS)}")
+    def check(self) -> None:
         for d in self.depths:  # every depth must be able to hit the budget within 2 %
             mlp_widths(1, 1, d, self.params)
-        require(self.n_train >= 2 and self.n_test >= 2, "n_train and n_test must be ≥ 2")
-        require(self.epochs >= 1, "epochs must be ≥ 1")
-        require(min(self.lrs) > 0, "lrs must be > 0")
-        require(self.seeds >= 1, "seeds must be ≥ 1")
-        require(self.eval_every >= 1, "eval_every must be ≥ 1")
-        require(0 < self.threshold < 1, "threshold must be in (0, 1)")
 
 
 SCALES = {

@@ -72,11 +72,10 @@ from .base import (
     Expectation,
     Study,
     compare_best,
-    field,
     median_choice,
-    require,
     verdict,
 )
+from .fields import Checked, field
 
 SUBSTITUTE = "mnist1d"
 """The second data set used when Fashion-MNIST is absent: generated offline, on every machine."""
@@ -85,39 +84,37 @@ MNIST1D_SIZES = (4000, 1000)  # training and test sequences of the canonical MNI
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Checked):
     datasets: tuple[str, ...] = field(
         ("mnist", "fashion-mnist"),
-        "data sets; when fashion-mnist is absent, MNIST-1D is used in its place (and said so)")
-    depths: tuple[int, ...] = field((1, 2, 4), "numbers of conv blocks compared")
-    params: int = field(5000, "parameter budget every CNN is matched to (within 2 %)")
-    pooling: str = field("matched", "CNN pooling: matched (the same at every depth) or adaptive")
-    subset: int = field(2000, "training samples (stratified, seeded sample)")
-    test_subset: int = field(1000, "test samples (stratified, seeded sample)")
-    epochs: int = field(20, "passes over the training subset, the same for every depth")
-    eval_every: int = field(5, "epochs between evaluations of the full train and test subsets")
-    batch_size: int = field(64, "mini-batch size, reshuffled every epoch per member")
+        "data sets; when fashion-mnist is absent, MNIST-1D is used in its place (and said so)",
+        role="data", choices=(*IMAGE_SETS, SUBSTITUTE), min_len=1)
+    depths: tuple[int, ...] = field((1, 2, 4), "numbers of conv blocks compared", role="model",
+                                    lo=1, min_len=1)
+    params: int = field(5000, "parameter budget every CNN is matched to (within 2 %)",
+                        role="model", lo=500)
+    pooling: str = field("matched", "CNN pooling: matched (the same at every depth) or adaptive",
+                         role="model", choices=POOLINGS)
+    subset: int = field(2000, "training samples (stratified, seeded sample)", role="data",
+                        lo=10, hi=60_000, hi_reason="MNIST has")
+    test_subset: int = field(1000, "test samples (stratified, seeded sample)", role="data",
+                             lo=10, hi=10_000, hi_reason="MNIST has")
+    epochs: int = field(20, "passes over the training subset, the same for every depth",
+                        role="schedule", lo=1)
+    eval_every: int = field(5, "epochs between evaluations of the full train and test subsets",
+                            role="measurement", lo=1)
+    batch_size: int = field(64, "mini-batch size, reshuffled every epoch per member",
+                            role="optimiser", lo=1)
     lrs: tuple[float, ...] = field(
         (1e-2, 3e-2),
         "Adam learning-rate grid; each depth uses the rate with the lowest median final "
-        "training loss")
-    seeds: int = field(3, "independent initialisations (and batch orders) per model and rate")
+        "training loss", role="optimiser", lo=0, lo_open=True, min_len=1)
+    seeds: int = field(3, "independent initialisations (and batch orders) per model and rate",
+                       role="seeds", lo=1)
 
-    def __post_init__(self):
-        for d in self.datasets:
-            require(d in (*IMAGE_SETS, SUBSTITUTE),
-                    f"unknown dataset {d!r}; choose from {[*IMAGE_SETS, SUBSTITUTE]}")
-        require(len(self.depths) >= 1 and min(self.depths) >= 1, "depths must be ≥ 1")
-        require(self.params >= 500, "params must be ≥ 500")
-        require(self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}")
+    def check(self) -> None:
         for d in self.depths:  # every depth must be able to hit the budget within 2 %
             cnn_channels(d, self.params, pooling=self.pooling)
-        require(self.subset >= 10 and self.test_subset >= 10, "subsets must be ≥ 10")
-        require(self.epochs >= 1, "epochs must be ≥ 1")
-        require(self.batch_size >= 1, "batch_size must be ≥ 1")
-        require(self.eval_every >= 1, "eval_every must be ≥ 1")
-        require(min(self.lrs) > 0, "lrs must be > 0")
-        require(self.seeds >= 1, "seeds must be ≥ 1")
 
 
 SCALES = {
