@@ -1,9 +1,10 @@
-"""The whole suite's time budget: seconds per study, in-process beside a 2-worker pool.
+"""The whole suite's time budget: seconds per study, default executor beside one process.
 
-Run:  python benchmarks/suite.py [--scales quick default] [--workers 2]
+Run:  python benchmarks/suite.py [--scales quick default]
 
 Runs ``deepscope run all --scale S`` as a fresh command into an empty results directory (no
-cache), once with ``--executor local`` and once with ``--executor process --workers N``, and
+cache), once with the default executor (``auto``: one 1-thread worker per core on a
+multi-core CPU) and once with ``--executor local`` (this process, all cores' threads), and
 prints a table of each study's seconds (from its ``meta.json``) and the commands' wall times
 (start-up, every study, figures and the report). Targets on 2 cores: quick suite ≤ 2 min,
 default suite ≤ 15 min. It also compares the two runs' ``result.npz`` files: byte-identical
@@ -65,15 +66,13 @@ def compare_results(a: Path, b: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", nargs="+", default=["quick", "default"])
-    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", default=None, help="keep the results under this directory")
     args = ap.parse_args()
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ds-suite-"))
     print(f"{os.cpu_count()} CPUs; results under {root}\n")
     for scale in args.scales:
-        setups = {"local": [], f"process ×{args.workers}":
-                  ["--executor", "process", "--workers", str(args.workers)]}
+        setups = {"default": [], "local": ["--executor", "local"]}
         runs = {}
         for label, extra in setups.items():
             out = root / scale / label.split()[0]
@@ -95,9 +94,8 @@ def main() -> None:
                                 for label, r in runs.items())
             print(f"  target ≤ {target} s wall: {verdict}")
         outs = [r[3] for r in runs.values()]
-        print(f"  results, local vs pool: {compare_results(*outs)} (identical bytes need equal "
-              f"thread counts: local used {os.cpu_count()} threads, each worker "
-              f"{max(1, (os.cpu_count() or 1) // args.workers)})")
+        print(f"  results, default vs local: {compare_results(*outs)} (identical bytes need "
+              f"equal thread counts: local used {os.cpu_count()} threads, each worker one)")
         codes = {label: r[2] for label, r in runs.items()}
         if any(codes.values()):
             print(f"  exit codes: {codes} (1 = a study failed; see its failed.json)")

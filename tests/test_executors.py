@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from deepscope.context import Context
 from deepscope.errors import PieceError, UsageError
-from deepscope.executors import LocalExecutor, ProcessExecutor, make_executor
+from deepscope.executors import LocalExecutor, ProcessExecutor, choose_executor, make_executor
 from deepscope.report import write_report
 from deepscope.runner import run_study
 
@@ -181,6 +182,24 @@ def test_threads_are_shared_among_workers():
     assert ProcessExecutor(workers=2, threads=8).threads == 4
 
 
+def test_auto_is_one_single_threaded_worker_per_core_on_a_multicore_cpu(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_executor("auto", threads=4, device=cpu) == "process"
+    assert choose_executor("auto", threads=1, device=cpu) == "local"  # tests, --threads 1
+    assert choose_executor("auto", threads=8, device=cuda) == "local"  # one CUDA context
+    assert choose_executor("auto", workers=2, threads=1) == "process"  # --workers asks for one
+    assert choose_executor("ray", threads=1) == "ray"  # a named executor is taken as it is
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert choose_executor("auto", threads=4, device=cpu) == "local"  # one core: no pool
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    ex = make_executor("auto", threads=2)
+    assert (ex.name, ex.workers, ex.threads) == ("process", 2, 1)  # the pool starts lazily
+    ex = make_executor("auto", threads=8)
+    assert (ex.name, ex.workers, ex.threads) == ("process", 4, 2)  # at most one per core
+    assert make_executor("auto", threads=1).name == "local"
+
+
 def test_bad_executor_arguments_name_the_fix():
     with pytest.raises(UsageError, match="did you mean 'process'"):
         make_executor("procss")
@@ -190,6 +209,8 @@ def test_bad_executor_arguments_name_the_fix():
         make_executor("process", workers=(os.cpu_count() or 1) + 1)
     with pytest.raises(UsageError, match="--workers is for --executor process or ray"):
         make_executor("local", workers=2)
+    with pytest.raises(UsageError, match="more than this machine's"):
+        make_executor("auto", workers=(os.cpu_count() or 1) + 1)
     with pytest.raises(UsageError, match="--address is for --executor ray"):
         make_executor("process", address="auto")
 

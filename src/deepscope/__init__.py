@@ -29,7 +29,7 @@ from .version import __version__
 
 
 def run(study: str, scale: str = "default", out: str | None = None, *, device: str = "cpu",
-        executor: str = "local", workers: int | None = None, address: str | None = None,
+        executor: str = "auto", workers: int | None = None, address: str | None = None,
         **overrides):
     """Run ``study`` at ``scale`` with config ``overrides``; store it and return the stored run.
 

@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu | cuda")
     run.add_argument("--threads", type=int, default=None,
                      help="torch threads in all (default: all cores), shared among workers")
-    run.add_argument("--executor", default="local",
-                     help="where pieces run: local (this process) | process (a local pool) | "
-                     "ray (needs deepscope[ray])")
+    run.add_argument("--executor", default="auto",
+                     help="where pieces run: auto (default: a 1-thread worker per core on a "
+                     "multi-core CPU, else this process) | local (this process) | process (a "
+                     "local pool) | ray (needs deepscope[ray])")
     run.add_argument("--workers", type=int, default=None,
                      help="processes or Ray tasks at once (default: cores, or the cluster's CPUs)")
     run.add_argument("--address", default=None,

@@ -146,7 +146,7 @@ class RunPlan:
     plans: tuple[Plan, ...]
     out: Path
     device: torch.device
-    executor: str = "local"
+    executor: str = "auto"
     workers: int | None = None
     address: str | None = None
     ray_timeout: float = RAY_TIMEOUT
@@ -156,7 +156,7 @@ class RunPlan:
 def plan_run(study: str, scale: str = "default", sets: Mapping[str, Any] | None = None, *,
              out: str | Path | None = None, device: str | None = "cpu",
              data_dir: str | Path | None = None, download: bool = False,
-             executor: str = "local", workers: int | None = None, address: str | None = None,
+             executor: str = "auto", workers: int | None = None, address: str | None = None,
              ray_timeout: float | None = None, threads: int | None = None) -> RunPlan:
     """Check everything a ``deepscope run STUDY|all`` command was given, once, before any work:
     the study names, scale and ``--set`` keys of every study, the data each will read, the
@@ -261,7 +261,7 @@ def run_study(
     device: str | torch.device | None = None,
     data_dir: str | Path | None = None,
     progress: bool | None = None,
-    executor: str | Executor = "local",
+    executor: str | Executor = "auto",
     workers: int | None = None,
     address: str | None = None,
     clock: Clock | None = None,
@@ -269,9 +269,11 @@ def run_study(
     """Run study ``name`` (or a checked :class:`Plan`) and store it under ``out``; return the
     stored run. ``clock`` carries a multi-study command's progress (``run all``).
 
-    ``executor`` is ``local`` | ``process`` | ``ray`` (sized by ``workers`` and, for Ray,
-    ``address``) or an executor made by :func:`deepscope.executors.make_executor`, which the
-    caller then owns and closes — ``deepscope run all`` shares one pool between studies.
+    ``executor`` is ``auto`` | ``local`` | ``process`` | ``ray`` (sized by ``workers`` and,
+    for Ray, ``address``; ``auto`` is a 1-thread worker per core on a multi-core CPU, see
+    :func:`deepscope.executors.choose_executor`) or an executor made by
+    :func:`deepscope.executors.make_executor`, which the caller then owns and
+    closes — ``deepscope run all`` shares one pool between studies.
 
     Raises:
         UsageError: unknown study, scale or key, a bad value, missing data (before any work
