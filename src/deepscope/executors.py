@@ -120,24 +120,40 @@ def _exit_with(parent: int, every: float = 0.5) -> None:
 
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
-    """Spawn workers with SIGINT blocked from their first instruction.
+    """Spawn workers with SIGINT blocked from their first instruction, and hold a Ctrl-C in
+    this process back until the spawning is done.
 
     Ctrl-C in a terminal reaches the whole process group; the main process alone decides
     what happens (it terminates the pool), and a worker ignores SIGINT once its initializer
     has run. A worker still starting up (importing torch) would otherwise print a
     KeyboardInterrupt traceback. A blocked signal mask survives fork and exec, so the worker
-    starts with SIGINT held back and its initializer unblocks it after ignoring it. In this
-    process the mask covers only the calling thread: a Ctrl-C now is taken by another thread
-    (or on unblocking) and still interrupts the run.
+    starts with SIGINT held back and its initializer unblocks it after ignoring it.
+
+    The mask covers only the calling thread, and Python runs its SIGINT handler in the main
+    thread whichever thread the kernel picked: a KeyboardInterrupt raised between starting a
+    worker and writing its start-up data down the pipe left that worker reading a closed pipe
+    ("EOFError: Ran out of input", a traceback; seen under load). So in the main thread the
+    handler only records the Ctrl-C while workers are spawned, and it is raised again at once
+    afterwards, through the handler that was there before.
     """
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         yield
         return
+    held: list[int] = []
+    # (A handler installed outside Python reads as None and cannot be put back: left alone.)
+    main = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not None)
+    if main:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one lands now
+        if main:
+            signal.signal(signal.SIGINT, previous)
+            if held:
+                signal.raise_signal(signal.SIGINT)  # to this thread only, not the workers
 
 
 def _init_worker(threads: int, parent: int) -> None:

@@ -266,7 +266,8 @@ def spearman_ci(x, y, *, seed: int = 0, n_boot: int = 2000,
 
 
 def bootstrap_ci(*samples, statistic: Callable[..., float], seed: int = 0,
-                 n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
+                 n_boot: int = 2000, level: float = 0.95,
+                 vectorized: bool = False) -> tuple[float, float, float]:
     """``statistic(*samples)`` with a percentile-bootstrap interval: ``(value, lo, hi)``.
 
     Each 1-D sample (e.g. the seeds of one model, or of two models being compared) is
@@ -275,6 +276,11 @@ def bootstrap_ci(*samples, statistic: Callable[..., float], seed: int = 0,
     where it is not finite are left out). NaN samples (diverged seeds) are dropped first; all
     NaN when a sample is then empty. Example: the difference of two models' median losses,
     ``bootstrap_ci(a, b, statistic=lambda a, b: np.median(a) - np.median(b))``.
+
+    ``vectorized``: the statistic reduces the last axis (``np.median(a, axis=-1)``), so all
+    resamples go through one call with ``(n_boot, n)`` arrays instead of ``n_boot`` calls —
+    the same resamples and, for order statistics such as the median, the same numbers; a
+    report of the quick suite spent 6 of its 7 s in per-resample medians.
     """
     samples = [np.asarray(s, dtype=float) for s in samples]
     samples = [s[np.isfinite(s)] for s in samples]
@@ -283,13 +289,22 @@ def bootstrap_ci(*samples, statistic: Callable[..., float], seed: int = 0,
     value = float(statistic(*samples))
     rng = np.random.default_rng(seed)
     picks = [rng.integers(0, len(s), size=(n_boot, len(s))) for s in samples]
-    boot = np.array([statistic(*(s[p[b]] for s, p in zip(samples, picks)))
-                     for b in range(n_boot)], dtype=float)
+    if vectorized:
+        boot = np.asarray(statistic(*(s[p] for s, p in zip(samples, picks))), dtype=float)
+    else:
+        boot = np.array([statistic(*(s[p[b]] for s, p in zip(samples, picks)))
+                         for b in range(n_boot)], dtype=float)
     boot = boot[np.isfinite(boot)]
     if not len(boot):
         return value, float("nan"), float("nan")
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return value, float(lo), float(hi)
+
+
+def row_median(a: np.ndarray) -> np.ndarray:
+    """The median over the last axis: of one sample ``(n,)``, or of each of a batch of
+    bootstrap resamples ``(n_boot, n)`` (a ``vectorized`` statistic for :func:`bootstrap_ci`)."""
+    return np.median(a, axis=-1)
 
 
 def verdict(lo: float, hi: float, expected_sign: int, threshold: float = 0.0) -> bool | None:
@@ -376,6 +391,6 @@ def compare_best(values: np.ndarray, candidates, reference: int, *,
     best = int(list(candidates)[int(np.argmin(key))])
     f = np.log10 if log else (lambda x: x)
     value, lo, hi = bootstrap_ci(
-        v[best], v[reference], seed=seed, n_boot=n_boot,
-        statistic=lambda a, b: f(np.median(a)) - f(np.median(b)))
+        v[best], v[reference], seed=seed, n_boot=n_boot, vectorized=True,
+        statistic=lambda a, b: f(np.median(a, axis=-1)) - f(np.median(b, axis=-1)))
     return Comparison(best, int(reference), value, lo, hi)

@@ -56,7 +56,7 @@ from ..models import count_params, mlp
 from ..plot import quiet_numpy
 from ..probes.gradient import grad_norm
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, verdict
+from .base import DataNeed, Expectation, Study, bootstrap_ci, row_median, verdict
 from .fields import Checked, field
 
 
@@ -174,7 +174,7 @@ def falls(loss: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _median_ci(e: np.ndarray) -> tuple[float, float, float]:
-    return bootstrap_ci(e, statistic=np.median, seed=0, n_boot=2000)
+    return bootstrap_ci(e, statistic=row_median, seed=0, n_boot=2000, vectorized=True)
 
 
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:

@@ -46,7 +46,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.trajectory import layer_slice, pca
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, require, verdict
+from .base import DataNeed, Expectation, Study, bootstrap_ci, require, row_median, verdict
 from .fields import Checked, field
 
 PARTS = (("model", "whole model"), ("layer", "layer"))
@@ -138,7 +138,7 @@ def _share(result: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def _median_ci(values: np.ndarray) -> tuple[float, float, float]:
-    return bootstrap_ci(values, statistic=np.median, seed=0, n_boot=2000)
+    return bootstrap_ci(values, statistic=row_median, seed=0, n_boot=2000, vectorized=True)
 
 
 def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:

@@ -43,7 +43,7 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, epoch_reaching
+from .base import DataNeed, Expectation, Study, bootstrap_ci, epoch_reaching, row_median
 from .fields import Checked, field
 
 
@@ -130,8 +130,8 @@ def epochs_to_fit(result: dict[str, np.ndarray], lab: str, level: float) -> np.n
     return np.array([epoch_reaching(a, ep, level, above=True) for a in result[f"{lab}.train_acc"]])
 
 
-def _ratio_of_medians(r: np.ndarray, t: np.ndarray) -> float:
-    return float(np.median(r) / np.median(t))
+def _ratio_of_medians(r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.median(r, axis=-1) / np.median(t, axis=-1)
 
 
 def slowdown(result: dict[str, np.ndarray], cfg: Config) -> tuple[float, float, float]:
@@ -142,7 +142,8 @@ def slowdown(result: dict[str, np.ndarray], cfg: Config) -> tuple[float, float, 
                                                                          cfg.fit_level)
     if not (np.isfinite(r).all() and np.isfinite(t).all() and (t > 0).all()):
         return float("nan"), float("nan"), float("nan")
-    return bootstrap_ci(r, t, statistic=_ratio_of_medians, seed=0, n_boot=2000)
+    return bootstrap_ci(r, t, statistic=_ratio_of_medians, seed=0, n_boot=2000,
+                        vectorized=True)
 
 
 def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
@@ -201,7 +202,8 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     r, t = epochs_to_fit(result, "random", cfg.fit_level), epochs_to_fit(result, "true",
                                                                          cfg.fit_level)
     acc = result["random.test_acc"][:, -1]
-    a_med, a_lo, a_hi = bootstrap_ci(acc, statistic=np.median, seed=0, n_boot=2000)
+    a_med, a_lo, a_hi = bootstrap_ci(acc, statistic=row_median, seed=0, n_boot=2000,
+                                       vectorized=True)
     if not np.isfinite(a_med):
         return Expectation(claim, ref, crit, None)
     parts = [_within(a_lo, a_hi, 0.1 - CHANCE_TOLERANCE, 0.1 + CHANCE_TOLERANCE)]
