@@ -19,10 +19,6 @@ from torch.func import grad
 
 from .batches import Data, Loss, start
 
-# Kept for callers of the earlier names: any data and any loss of :mod:`.batches`.
-Batch = Data
-LossFn = Loss
-
 
 def full_gradient(model: nn.Module, loss_fn: Loss, batch: Data,
                   dtype: torch.dtype | None = None) -> Tensor:
