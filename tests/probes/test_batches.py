@@ -246,3 +246,12 @@ def test_a_loss_module_needs_pair_batches():
     model, _, x, y = _classification()
     with pytest.raises(TypeError, match="loss\\(model, batch\\)"):
         full_gradient(model, nn.CrossEntropyLoss(), {"inputs": x, "labels": y})
+
+
+def test_probes_that_need_tensors_say_so():
+    model, loss, x, y = _classification()
+    with pytest.raises(TypeError, match="model input as a tensor"):
+        sensitivity(model, [{"inputs": x, "labels": y}])
+    data = ds.data.Data(x, y, x, y, "toy", "classification", 3)
+    with pytest.raises(ValueError, match="carries its own test set"):
+        interpolate(model, _convnet(seed=1), loss, data, [0.0], test=(x, y))

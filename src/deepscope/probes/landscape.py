@@ -451,6 +451,9 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Loss, data, alp
                                device=theta_a.device)
     line = _Line(model_a, loss_fn, theta_a, theta_b, alphas_t, chunk, batch_size, memory)
     if hasattr(data, "x_train"):
+        if test is not None:
+            raise ValueError("test= is for training data given as batches; a data set with "
+                             "x_train/x_test carries its own test set")
         classify = getattr(data, "task", "classification") == "classification"
         train_loss, train_acc = line.metrics(data.x_train, data.y_train, classify)
         test_loss, test_acc = line.metrics(data.x_test, data.y_test, classify)
