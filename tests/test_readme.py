@@ -28,3 +28,11 @@ def test_probes_example_runs_as_written():
     with contextlib.redirect_stdout(out):
         exec(compile(blocks[1], "README.md", "exec"), {})
     assert out.getvalue().splitlines() == ["True", "True", "True True"]
+
+
+def test_streamed_data_example_runs_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[2], "README.md", "exec"), {})
+    assert out.getvalue().splitlines() == ["True", "True"]

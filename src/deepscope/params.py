@@ -12,6 +12,7 @@ Shapes: ``P`` is the number of parameters; an ensemble of ``M`` members stacks �
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +91,40 @@ def theta_loss(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
 
     def f(theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(forward(theta, x), y)
+
+    return f
+
+
+class _Bound(nn.Module):
+    """``loss(model, batch)`` as a module holding ``model`` as its submodule ``model``, so that
+    ``functional_call`` can swap the model's parameters for the duration of the call."""
+
+    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, Any], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = (loss,)  # in a tuple: an nn.Module loss must not become a submodule
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.loss[0](self.model, batch)
+
+
+def theta_model_loss(model: nn.Module, loss: Callable[[nn.Module, Any], Tensor]
+                     ) -> Callable[[Tensor, Any], Tensor]:
+    """``f(θ, batch) = loss(model_θ, batch)`` for a loss that calls the model itself (dict
+    batches, extra inputs: ``lambda m, b: m(**b).loss``).
+
+    ``loss`` receives the user's own ``model`` object, its parameters replaced by θ ``(P,)``
+    (``torch.func.functional_call``) while it runs, so attributes and methods work as usual
+    and ``torch.func`` transforms apply. Buffers are held as in :func:`theta_forward`.
+    """
+    like = param_dict(model)
+    fixed = {**dict(model.named_buffers()),
+             **{k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}}
+    bound = _Bound(model, loss)
+
+    def f(theta: Tensor, batch: Any) -> Tensor:
+        params = {**unflatten(theta, like), **fixed}
+        return functional_call(bound, {f"model.{k}": v for k, v in params.items()}, (batch,))
 
     return f
 

@@ -4,6 +4,7 @@ See DESIGN.md ("Everything is a function of θ"). Lower-level pieces that work o
 (Lanczos, Hutchinson, SLQ) live in :mod:`deepscope.probes.linalg`.
 """
 
+from .batches import Batches, ModelLoss, batch_size, model_loss
 from .critical import CriticalPoints, find_critical_point, gradient_flat_share
 from .gradient import full_gradient, grad_norm
 from .hessian import (
@@ -30,10 +31,10 @@ from .sharpness import Sharpness, sharpness
 from .trajectory import PCAResult, pca
 
 __all__ = [
-    "CriticalPoints", "Interpolation", "MinimalRatio", "PCAResult", "Sharpness",
-    "ensemble_hessians", "filter_normalized_direction", "find_critical_point", "full_gradient",
-    "grad_norm", "gradient_flat_share", "hessian", "hessian_eigenvalues", "hessian_trace",
-    "hvp", "input_jacobian", "interpolate", "minimal_ratio", "pca", "pca_plane",
-    "random_plane", "ratio_from_eigenvalues", "sensitivity", "sharpness", "spectral_density",
-    "surface",
+    "Batches", "CriticalPoints", "Interpolation", "MinimalRatio", "ModelLoss", "PCAResult",
+    "Sharpness", "batch_size", "ensemble_hessians", "filter_normalized_direction",
+    "find_critical_point", "full_gradient", "grad_norm", "gradient_flat_share", "hessian",
+    "hessian_eigenvalues", "hessian_trace", "hvp", "input_jacobian", "interpolate",
+    "minimal_ratio", "model_loss", "pca", "pca_plane", "random_plane", "ratio_from_eigenvalues",
+    "sensitivity", "sharpness", "spectral_density", "surface",
 ]

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from ..params import get_thetas, set_theta, theta_loss
-from .gradient import Batch, LossFn, chunks
+from ..params import get_thetas, set_theta
+from .batches import Data, Loss, batches, theta_objective
 from .hessian import ensemble_hessians
 
 # Damping rungs r, relative to each member's largest |λ|, tried at every Newton-type step; 0 is
@@ -79,7 +79,7 @@ class CriticalPoints:
 
 def _loss_and_grad(f, theta: Tensor, parts, create_graph: bool) -> tuple[Tensor, Tensor]:
     """Per-member losses ``(M,)`` and gradients ``(M, P)`` of the full-batch loss."""
-    losses = sum(w * vmap(f, in_dims=(0, None, None))(theta, x, y) for x, y, w in parts)
+    losses = sum(w * vmap(f, in_dims=(0, None))(theta, b) for b, w in parts)
     (g,) = torch.autograd.grad(losses.sum(), theta, create_graph=create_graph)
     return losses, g
 
@@ -92,10 +92,10 @@ def _eval(f, theta: Tensor, parts) -> tuple[Tensor, Tensor]:
 
 def _losses(f, theta: Tensor, parts) -> Tensor:
     with torch.no_grad():
-        return sum(w * vmap(f, in_dims=(0, None, None))(theta, x, y) for x, y, w in parts)
+        return sum(w * vmap(f, in_dims=(0, None))(theta, b) for b, w in parts)
 
 
-def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batch,
+def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: Loss, batch: Data,
                         *, tol: float = 1e-4, max_steps: int = 2000, lr: float = 1e-3,
                         descent_steps: int = 0, newton_steps: int = 0, newton: str = "lm",
                         pinv_rtol: float = 1e-10, max_step: float = 0.5,
@@ -104,8 +104,8 @@ def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: LossFn
 
     Args:
         models: one model or members of one architecture; they receive the final θ.
-        loss_fn, batch: the loss and the data (one ``(x, y)`` or chunks), usually the full
-            training set.
+        loss_fn, batch: the loss and the data (one batch or a stream, :mod:`.batches`),
+            usually the full training set.
         tol: target gradient norm; members below it are frozen.
         max_steps: Adam steps on ‖∇L‖² (learning rate ``lr``).
         descent_steps: saddle-free Newton steps on L (dense Hessians: small models only).
@@ -119,8 +119,8 @@ def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: LossFn
         raise ValueError(f"unknown newton method {newton!r}; choose from {NEWTON_METHODS}")
     models = [models] if isinstance(models, nn.Module) else list(models)
     stacked = get_thetas(models).to(dtype)
-    f = theta_loss(models[0], loss_fn)
-    parts = chunks(batch, dtype=dtype)
+    parts = batches(batch, dtype)  # read once; every loss or gradient below is one pass
+    f = theta_objective(models[0], loss_fn, parts)
     M = stacked.shape[0]
     device = stacked.device
     phase_steps = torch.zeros(M, 3, dtype=torch.long, device=device)
@@ -142,7 +142,7 @@ def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: LossFn
             if not len(active):
                 break
             th, ga = theta[active], g[active]
-            H = ensemble_hessians(models[:1] * len(active), loss_fn, batch, dtype=dtype,
+            H = ensemble_hessians(models[:1] * len(active), loss_fn, parts, dtype=dtype,
                                   theta=th)
             lam, V = torch.linalg.eigh(H)
             gk = (V.mT @ ga[..., None])[..., 0]  # ∇L in H's eigenbasis, (A, P)

@@ -11,7 +11,7 @@ H(θ) = ∇²_θ L(θ) is a P×P symmetric matrix. Three ways to touch it, cheap
   the extreme eigenvalues by Lanczos, the trace by Hutchinson / Hutch++, the spectral density
   by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao, 2019).
 * **The dense Hessian**, for small models (P up to a few thousand): symmetrised, and
-  accumulated over chunks of the data so memory is bounded by one chunk. For an ensemble of
+  accumulated batch by batch so memory is bounded by one batch. For an ensemble of
   members of one architecture all Hessians come from one batched computation.
 
 The **minimal ratio** of the optimisation study — the share of positive eigenvalues at a
@@ -48,9 +48,9 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 from torch.func import hessian as func_hessian
 
-from ..params import get_theta, get_thetas, objective, theta_loss
+from ..params import get_theta, get_thetas
 from . import linalg
-from .gradient import Batch, LossFn, chunks
+from .batches import Batch, Data, Loss, batches, start, theta_objective
 
 HVP_METHODS = ("fwd-rev", "rev-rev")
 # benchmarks/curvature.py, 784-256-256-10 MLP, 2 048 MNIST images, 1 CPU thread, torch 2.13:
@@ -64,15 +64,6 @@ def _theta(model: nn.Module, dtype: torch.dtype | None) -> Tensor:
     return theta.to(dtype) if dtype else theta
 
 
-def _objectives(model: nn.Module, loss_fn: LossFn, batch: Batch, dtype: torch.dtype | None):
-    """``([(f_c, w_c)], θ)``: the loss of each chunk as a function of flat θ, and θ."""
-    fs, theta = [], None
-    for x, y, w in chunks(batch, dtype=dtype):
-        f, theta = objective(model, loss_fn, (x, y))
-        fs.append((f, w))
-    return fs, (theta.to(dtype) if dtype else theta)
-
-
 def mse(output: Tensor, target: Tensor) -> Tensor:
     """Mean squared error, ``F.mse_loss`` written out so forward-over-reverse works on it."""
     return (output - target).pow(2).mean()
@@ -81,43 +72,60 @@ def mse(output: Tensor, target: Tensor) -> Tensor:
 # --- Hessian-vector products ----------------------------------------------------------------
 
 
-def hvp(model: nn.Module, loss_fn: LossFn, batch: Batch, *, method: str = "auto",
+def hvp(model: nn.Module, loss_fn: Loss, batch: Data, *, method: str = "auto",
         dtype: torch.dtype | None = None) -> Callable[[Tensor], Tensor]:
     """The map ``v (P,) ↦ H v (P,)`` at the model's current θ (exact, no finite differences).
 
     ``method``: ``"fwd-rev"`` (``jvp`` of ``grad``), ``"rev-rev"`` (double backward through a
-    gradient graph built once per chunk and kept), or ``"auto"`` (:data:`DEFAULT_HVP`, the one
-    ``benchmarks/curvature.py`` measured faster). In torch 2.13 ``F.mse_loss`` has no
-    forward-mode rule for its backward, so ``"fwd-rev"`` needs :func:`mse` instead.
-    ``dtype``: of θ, the inputs and the products (default None: the model's dtype).
+    gradient graph), or ``"auto"`` (:data:`DEFAULT_HVP`, the one ``benchmarks/curvature.py``
+    measured faster). In torch 2.13 ``F.mse_loss`` has no forward-mode rule for its backward,
+    so ``"fwd-rev"`` needs :func:`mse` instead. ``dtype``: of θ, the inputs and the products
+    (default None: the model's).
+
+    Each product is one pass over the data. With one batch in memory, ``"rev-rev"`` builds its
+    gradient graph once and reuses it for every product; with several batches it rebuilds
+    each batch's graph per product and frees it, so memory stays that of one batch (keeping
+    every batch's graph would grow with the data: ``benchmarks/memory.py``).
     """
     method = DEFAULT_HVP if method == "auto" else method
     if method not in HVP_METHODS:
         raise ValueError(f"unknown hvp method {method!r}; choose from {HVP_METHODS} or 'auto'")
-    fs, theta = _objectives(model, loss_fn, batch, dtype)
+    f, data, theta = start(model, loss_fn, batch, dtype)
     if method == "fwd-rev":
-        grads = [(grad(f), w) for f, w in fs]
+        g = grad(f)
 
         def fwd_rev(v: Tensor) -> Tensor:
-            return sum(w * jvp(g, (theta,), (v.to(theta.dtype),))[1] for g, w in grads)
+            v = v.to(theta.dtype)
+            return sum(w * jvp(lambda t, b=b: g(t, b), (theta,), (v,))[1] for b, w in data)
 
         return fwd_rev
-
     leaf = theta.detach().requires_grad_(True)
-    graphs = [(torch.autograd.grad(f(leaf), leaf, create_graph=True)[0], w) for f, w in fs]
+    if not data.single:
+        def streamed(v: Tensor) -> Tensor:
+            v = v.to(leaf.dtype)
+            return sum(w * torch.autograd.grad(_gradient_graph(f, leaf, b), leaf, v)[0]
+                       for b, w in data).detach()
+
+        return streamed
+    ((only, _),) = data
+    graph = _gradient_graph(f, leaf, only)
 
     def product(v: Tensor) -> Tensor:
         v = v.to(leaf.dtype)
-        return sum(w * torch.autograd.grad(g, leaf, v, retain_graph=True)[0]
-                   for g, w in graphs).detach()
+        return torch.autograd.grad(graph, leaf, v, retain_graph=True)[0].detach()
 
     return product
+
+
+def _gradient_graph(f: Callable[[Tensor, Batch], Tensor], leaf: Tensor, batch: Batch) -> Tensor:
+    """∇f(θ, batch) at ``leaf`` with its graph kept, for a backward pass through it."""
+    return torch.autograd.grad(f(leaf, batch), leaf, create_graph=True)[0]
 
 
 # --- dense Hessians ---------------------------------------------------------------------------
 
 
-def hessian(model: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batch, *,
+def hessian(model: nn.Module | Sequence[nn.Module], loss_fn: Loss, batch: Data, *,
             dtype: torch.dtype | None = None) -> Tensor:
     """The dense, symmetrised Hessian ∇²_θ L: ``(P, P)``, or ``(M, P, P)`` for M members, in
     ``dtype`` (default: the model's).
@@ -127,12 +135,12 @@ def hessian(model: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batc
     """
     if not isinstance(model, nn.Module):
         return ensemble_hessians(model, loss_fn, batch, dtype=dtype)
-    fs, theta = _objectives(model, loss_fn, batch, dtype)
-    H = sum(w * func_hessian(f)(theta) for f, w in fs)
+    f, data, theta = start(model, loss_fn, batch, dtype)
+    H = sum(w * func_hessian(f)(theta, b) for b, w in data)
     return (H + H.T) / 2
 
 
-def ensemble_hessians(models: Sequence[nn.Module], loss_fn: LossFn, batch: Batch, *,
+def ensemble_hessians(models: Sequence[nn.Module], loss_fn: Loss, batch: Data, *,
                       dtype: torch.dtype | None = None, theta: Tensor | None = None) -> Tensor:
     """Dense Hessians of M members of one architecture at once: ``(M, P, P)``, symmetrised.
 
@@ -148,10 +156,11 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: LossFn, batch: Batch
     dtype = dtype or stacked.dtype
     leaf = stacked.to(dtype).detach().requires_grad_(True)
     M, P = leaf.shape
-    f = theta_loss(models[0], loss_fn)
+    data = batches(batch, dtype)
+    f = theta_objective(models[0], loss_fn, data)
     H = torch.zeros(M, P, P, dtype=dtype, device=leaf.device)
-    for x, y, w in chunks(batch, dtype=dtype):
-        losses = vmap(f, in_dims=(0, None, None))(leaf, x, y)
+    for b, w in data:
+        losses = vmap(f, in_dims=(0, None))(leaf, b)
         (g,) = torch.autograd.grad(losses.sum(), leaf, create_graph=True)  # (M, P)
         for i in range(P):
             (row,) = torch.autograd.grad(g[:, i].sum(), leaf, retain_graph=i < P - 1)
@@ -162,7 +171,7 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: LossFn, batch: Batch
 # --- spectra ------------------------------------------------------------------------------------
 
 
-def hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, batch: Batch, *, k: int = 5,
+def hessian_eigenvalues(model: nn.Module, loss_fn: Loss, batch: Data, *, k: int = 5,
                         which: str = "largest", tol: float = 1e-6, max_steps: int | None = None,
                         seed: int = 0, method: str = "auto",
                         dtype: torch.dtype | None = None) -> linalg.EigResult:
@@ -178,7 +187,7 @@ def hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, batch: Batch, *, k: i
                         seed=seed, dtype=theta.dtype, device=theta.device)
 
 
-def hessian_trace(model: nn.Module, loss_fn: LossFn, batch: Batch, *, samples: int = 100,
+def hessian_trace(model: nn.Module, loss_fn: Loss, batch: Data, *, samples: int = 100,
                   estimator: str = "hutch++", seed: int = 0, method: str = "auto",
                   dtype: torch.dtype | None = None) -> linalg.TraceEstimate:
     """tr(H) by Hutchinson (``estimator="hutchinson"``) or Hutch++ with ``samples`` products.
@@ -198,7 +207,7 @@ def hessian_trace(model: nn.Module, loss_fn: LossFn, batch: Batch, *, samples: i
     raise ValueError(f"unknown estimator {estimator!r}; choose 'hutchinson' or 'hutch++'")
 
 
-def spectral_density(model: nn.Module, loss_fn: LossFn, batch: Batch, *, steps: int = 60,
+def spectral_density(model: nn.Module, loss_fn: Loss, batch: Data, *, steps: int = 60,
                      probes: int = 8, seed: int = 0, method: str = "auto",
                      dtype: torch.dtype | None = None) -> linalg.Density:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (weights sum to 1).
@@ -292,13 +301,13 @@ def curvature_signature(eigenvalues: np.ndarray | Tensor,
                      null=lam.shape[-1] - positive - negative, tau=tau)
 
 
-def minimal_ratio(model: nn.Module | Sequence[nn.Module], loss_fn: LossFn, batch: Batch, *,
+def minimal_ratio(model: nn.Module | Sequence[nn.Module], loss_fn: Loss, batch: Data, *,
                   tol: float | None = None, rel_tol: float = 1e-6) -> MinimalRatio:
     """The minimal ratio #(λ > τ)/P of the dense float64 Hessian of the loss on ``batch``.
 
-    Pass the **full training set** (as one pair or chunks) and the **original** loss: that is
-    the Hessian whose signature classifies a critical point. ``τ`` is ``tol`` if given, else
-    ``rel_tol · max|λ|``; both τ and the τ = 0 ratio are returned.
+    Pass the **full training set** (one batch or a stream of batches) and the **original**
+    loss: that is the Hessian whose signature classifies a critical point. ``τ`` is ``tol`` if
+    given, else ``rel_tol · max|λ|``; both τ and the τ = 0 ratio are returned.
     """
     # float64 whatever the model's dtype: τ = 1e-6·max|λ| lies below float32 rounding of H.
     H = hessian(model, loss_fn, batch, dtype=torch.float64)

@@ -27,7 +27,8 @@ can be drawn on the surface.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -37,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from ..ensemble import activation_bytes, evaluate, stacked_forward
-from ..params import flatten, get_theta, objective, param_dict, theta_forward
+from ..params import flatten, get_theta, param_dict, theta_forward
+from .batches import Batch, Batches, Data, Loss, batches, inputs, is_model_loss, theta_objective
 from .trajectory import PCAResult, pca
 
 __all__ = [
@@ -252,23 +254,48 @@ def _evaluate_points(f: Callable[[Tensor], Tensor], thetas: _Points, points: int
     return out
 
 
-def _evaluate_sliced(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
-                     y: Tensor, thetas: _Points, rows: int) -> Tensor:
+def _evaluate_sliced(f: Callable[[Tensor, Batch], Tensor], x: Tensor, y: Tensor,
+                     thetas: _Points, rows: int) -> Tensor:
     """One point at a time on ``rows`` samples at a time: the loss is the size-weighted mean
     of the slices' batch-mean losses."""
-    parts = [(objective(model, loss_fn, (x[i : i + rows], y[i : i + rows]))[0],
-              min(rows, x.shape[0] - i) / x.shape[0]) for i in range(0, x.shape[0], rows)]
+    parts = [((x[i : i + rows], y[i : i + rows]), min(rows, x.shape[0] - i) / x.shape[0])
+             for i in range(0, x.shape[0], rows)]
     out = torch.empty(len(thetas), dtype=thetas.c.dtype, device=thetas.c.device)
     for k in range(len(thetas)):
         theta = thetas[k : k + 1][0]
-        out[k] = sum(f(theta) * w for f, w in parts)
+        out[k] = sum(f(theta, b) * w for b, w in parts)
     return out
+
+
+def _surface_values(model: nn.Module, f: Callable[[Tensor, Batch], Tensor], data: Batches,
+                    thetas: _Points, chunk: int | None, memory: int) -> Tensor:
+    """The loss at every point of the grid, ``(len(thetas),)``, under ``no_grad``.
+
+    One ``(x, y)`` batch in memory is split by :func:`steps` (points per ``vmap`` call, and
+    rows when one point is over budget). A stream is one pass: each batch's losses at all
+    points, weighted by n_b / N and summed; points per call from the budget on that batch
+    for ``(x, y)`` batches, else one (a model called by ``loss(model, batch)`` need not
+    support ``vmap``); a batch is never split, so memory is that of one batch.
+    """
+    with torch.no_grad():
+        if data.single and data.pairs:
+            ((batch, _),) = data
+            x, y = batch
+            points, rows = steps(model, x, memory) if chunk is None else (chunk, x.shape[0])
+            if rows >= x.shape[0]:
+                return _evaluate_points(lambda t: f(t, batch), thetas, points)
+            return _evaluate_sliced(f, x, y, thetas, rows)
+        out = torch.zeros(len(thetas), dtype=thetas.c.dtype, device=thetas.c.device)
+        for b, w in data:
+            points = chunk or (steps(model, inputs(b), memory)[0] if data.pairs else 1)
+            out = out + w * _evaluate_points(lambda t, b=b: f(t, b), thetas, points)
+        return out
 
 
 def surface(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    batch: Sequence[Tensor],
+    loss_fn: Loss,
+    batch: Data,
     directions: str | tuple[Tensor, Tensor] = "filter",
     *,
     snapshots: np.ndarray | Tensor | None = None,
@@ -282,9 +309,10 @@ def surface(
     """``L(θc + a·d1 + b·d2)`` on a regular grid of ``(a, b)``, in steps of bounded memory.
 
     Args:
-        model, loss_fn, batch: the loss ``loss_fn(model(x), y)`` on ``batch = (x, y)`` — the
-            whole batch at once, so pass the data set the surface should describe. The model
-            is evaluated as it is (call ``model.eval()`` first if it has dropout or batch norm).
+        model, loss_fn, batch: the loss and the data set the surface should describe, in any
+            form of :mod:`.batches` (``(x, y)``, a stream of batches, dict batches with
+            ``loss(model, batch)``); a stream is read once for the whole grid. The model is
+            evaluated as it is (call ``model.eval()`` first if it has dropout or batch norm).
         directions: the plane — ``"filter"``: two filter-normalised random directions drawn
             from ``seed`` (:func:`random_plane`, Li et al., 2018); ``"pca"``: the top two
             principal directions of the trajectory ``snapshots`` (:func:`pca_plane`); or two
@@ -295,16 +323,19 @@ def surface(
         span: ``(lo, hi)`` for both axes, or ``((a0, a1), (b0, b1))``.
         resolution: points per axis, an int or ``(Ra, Rb)``; an odd count over a symmetric span
             includes 0, i.e. the centre itself.
-        chunk: grid points per vectorised (``vmap``) call; default from ``memory``.
+        chunk: grid points per vectorised (``vmap``) call; default from ``memory`` (one for
+            ``loss(model, batch)``).
         memory: the most bytes of activations one step may hold (:data:`MEMORY` by default);
-            see :func:`steps`. ``loss_fn`` must return the batch mean when the data is split.
+            see :func:`steps`; a batch of a stream is never split. The loss must return the
+            batch mean.
 
     Returns:
         :class:`SurfaceResult` with ``a (Ra,)``, ``b (Rb,)`` and ``loss (Ra, Rb)``,
         ``loss[i, j]`` at ``(a[i], b[j])``, computed in the dtype of the model.
     """
     d1, d2 = _plane(model, directions, snapshots, seed)
-    f, theta = objective(model, loss_fn, tuple(batch))
+    data = batches(batch)
+    f, theta = theta_objective(model, loss_fn, data), get_theta(model)
     dtype, device = theta.dtype, theta.device
     p = theta.numel()
     c = theta if center is None else torch.as_tensor(center).to(device, dtype)
@@ -324,11 +355,7 @@ def surface(
         indexing="ij",
     )
     thetas = _Points(c, ga.reshape(-1), gb.reshape(-1), d1, d2)
-    x, y = batch
-    points, rows = steps(model, x, memory) if chunk is None else (chunk, x.shape[0])
-    with torch.no_grad():
-        out = _evaluate_points(f, thetas, points) if rows >= x.shape[0] else (
-            _evaluate_sliced(model, loss_fn, x, y, thetas, rows))
+    out = _surface_values(model, f, data, thetas, chunk, memory)
     loss = out.reshape(ra, rb).to("cpu", torch.float64).numpy()
     return SurfaceResult(a=a, b=b, loss=loss)
 
@@ -377,43 +404,126 @@ class Interpolation:
     test_acc: np.ndarray
 
 
-def interpolate(model_a: nn.Module, model_b: nn.Module,
-                loss_fn: Callable[[Tensor, Tensor], Tensor], data, alphas,
-                *, chunk: int | None = None, batch_size: int | None = None,
-                memory: int = MEMORY) -> Interpolation:
-    """Mean loss and accuracy on the full train and test sets of ``data`` along the line
-    θ(α) = (1 − α) θ_a + α θ_b (Goodfellow et al., 2015; Keskar et al., 2017, Fig. 3).
+def unreduced(loss_fn: Loss) -> Callable[..., Tensor]:
+    """``loss_fn`` callable as ``loss_fn(output, target, reduction="none")``, the per-element
+    losses :func:`~deepscope.ensemble.evaluate` sums: a function gets the keyword
+    (``F.cross_entropy``, ``F.mse_loss``); a loss module (``nn.CrossEntropyLoss()``) is
+    copied with its ``reduction`` attribute set to ``"none"``."""
+    if not isinstance(loss_fn, nn.Module):
+        return loss_fn
+    if not hasattr(loss_fn, "reduction"):
+        raise TypeError(f"{type(loss_fn).__name__} has no reduction attribute; interpolate "
+                        "needs per-sample losses (a torch.nn loss module or a function that "
+                        "accepts reduction='none')")
+    none = copy.copy(loss_fn)  # a shallow copy: the user's module keeps its reduction
+    none.reduction = "none"
 
-    α = 0 is ``model_a``, α = 1 is ``model_b``. The α are evaluated ``chunk`` at a time
-    (``vmap`` over stacked θ(α); a plain call for one), the data ``batch_size`` samples at a
-    time, by the trainer's evaluation (:func:`deepscope.ensemble.evaluate`); both default to
-    what keeps a step's activations within ``memory`` bytes (:func:`steps`). ``loss_fn`` must
-    accept ``reduction="none"`` (as ``F.cross_entropy`` and ``F.mse_loss`` do).
+    def per_element(output: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
+        return none(output, target)
+
+    return per_element
+
+
+def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Loss, data, alphas,
+                *, test: Data | None = None, chunk: int | None = None,
+                batch_size: int | None = None, memory: int = MEMORY) -> Interpolation:
+    """Mean loss and accuracy along the line θ(α) = (1 − α) θ_a + α θ_b (Goodfellow et al.,
+    2015; Keskar et al., 2017, Fig. 3), on the full train and test sets.
+
+    α = 0 is ``model_a``, α = 1 is ``model_b``. ``data`` is a data set with ``x_train``,
+    ``y_train``, ``x_test``, ``y_test`` (:class:`deepscope.data.Data`; accuracy when its
+    ``task`` is classification), or the training data in any form of :mod:`.batches` with
+    the test data as ``test`` (or none: NaN). For these, accuracy is measured on ``(x, y)``
+    batches with integer ``y`` (class labels) and is NaN otherwise, e.g. with a
+    ``loss(model, batch)``, whose loss is the batch mean weighted by n_b / N.
+
+    The α are evaluated ``chunk`` at a time (``vmap`` over stacked θ(α); a plain call for
+    one), an in-memory ``(x, y)`` ``batch_size`` samples at a time, by the trainer's
+    evaluation (:func:`deepscope.ensemble.evaluate`); both default to what keeps a step's
+    activations within ``memory`` bytes (:func:`steps`). A stream is read once per data set,
+    each batch whole. ``loss_fn(output, target)`` must accept ``reduction="none"``, as
+    ``F.cross_entropy`` and ``F.mse_loss`` do, or be a loss module (:func:`unreduced`).
     """
     theta_a, theta_b = get_theta(model_a), get_theta(model_b)
     if theta_a.shape != theta_b.shape:
         raise ValueError("model_a and model_b must have the same architecture")
     alphas_t = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=theta_a.dtype,
                                device=theta_a.device)
-    classify = getattr(data, "task", "classification") == "classification"
-    one, stacked = theta_forward(model_a), stacked_forward(model_a)
-
-    def metrics(x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Loss and accuracy ``(A,)`` of every θ(α) on ``(x, y)``, a step at a time."""
-        points, rows = steps(model_a, x, memory)
-        points, rows = chunk or points, batch_size or rows
-        loss = torch.empty(len(alphas_t), dtype=torch.float64)
-        acc = torch.empty_like(loss)
-        for s in range(0, len(alphas_t), points):
-            a = alphas_t[s : s + points, None]
-            thetas = (1 - a) * theta_a + a * theta_b  # (points, P)
-            outputs = (partial(stacked, thetas) if len(a) > 1
-                       else lambda xb, t=thetas[0]: one(t, xb)[None])
-            loss[s : s + points], acc[s : s + points] = evaluate(
-                outputs, loss_fn, x, y, members=len(a), batch_size=rows, classify=classify)
-        return loss.numpy(), acc.numpy()
-
-    train_loss, train_acc = metrics(data.x_train, data.y_train)
-    test_loss, test_acc = metrics(data.x_test, data.y_test)
+    line = _Line(model_a, loss_fn, theta_a, theta_b, alphas_t, chunk, batch_size, memory)
+    if hasattr(data, "x_train"):
+        if test is not None:
+            raise ValueError("test= is for training data given as batches; a data set with "
+                             "x_train/x_test carries its own test set")
+        classify = getattr(data, "task", "classification") == "classification"
+        train_loss, train_acc = line.metrics(data.x_train, data.y_train, classify)
+        test_loss, test_acc = line.metrics(data.x_test, data.y_test, classify)
+    else:
+        train_loss, train_acc = line.over(data)
+        test_loss, test_acc = line.over(test)
     return Interpolation(np.asarray(alphas, dtype=np.float64), train_loss, train_acc,
                          test_loss, test_acc)
+
+
+@dataclass(frozen=True)
+class _Line:
+    """The points θ(α) of :func:`interpolate` and their loss and accuracy on data."""
+
+    model: nn.Module
+    loss_fn: Loss
+    theta_a: Tensor
+    theta_b: Tensor
+    alphas: Tensor
+    chunk: int | None
+    batch_size: int | None
+    memory: int
+
+    def thetas(self, s: int, points: int) -> Tensor:
+        """θ(α) for ``points`` alphas from the ``s``-th: ``(points, P)``."""
+        a = self.alphas[s : s + points, None]
+        return (1 - a) * self.theta_a + a * self.theta_b
+
+    def metrics(self, x: Tensor, y: Tensor, classify: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy ``(A,)`` of every θ(α) on ``(x, y)``, a step at a time."""
+        one, stacked = theta_forward(self.model), stacked_forward(self.model)
+        points, rows = steps(self.model, x, self.memory)
+        points, rows = self.chunk or points, self.batch_size or rows
+        loss = torch.empty(len(self.alphas), dtype=torch.float64)
+        acc = torch.empty_like(loss)
+        for s in range(0, len(self.alphas), points):
+            thetas = self.thetas(s, points)
+            outputs = (partial(stacked, thetas) if len(thetas) > 1
+                       else lambda xb, t=thetas[0]: one(t, xb)[None])
+            loss[s : s + points], acc[s : s + points] = evaluate(
+                outputs, unreduced(self.loss_fn), x, y, members=len(thetas), batch_size=rows,
+                classify=classify)
+        return loss.numpy(), acc.numpy()
+
+    def losses(self, f: Callable[[Tensor, Batch], Tensor], batch: Batch) -> np.ndarray:
+        """The batch-mean loss ``(A,)`` of every θ(α) on one batch, ``chunk`` α per call."""
+        points = self.chunk or 1
+        out = torch.empty(len(self.alphas), dtype=torch.float64)
+        with torch.no_grad():
+            for s in range(0, len(self.alphas), points):
+                thetas = self.thetas(s, points)
+                out[s : s + points] = (torch.vmap(lambda t: f(t, batch))(thetas)
+                                       if len(thetas) > 1 else f(thetas[0], batch))
+        return out.numpy()
+
+    def over(self, data: Data | None) -> tuple[np.ndarray, np.ndarray]:
+        """Loss and accuracy ``(A,)`` over any data of :mod:`.batches` in one pass (NaN for
+        no data; accuracy NaN unless every batch is ``(x, y)`` with integer ``y``)."""
+        nan = np.full(len(self.alphas), np.nan)
+        if data is None:
+            return nan, nan.copy()
+        stream = batches(data)
+        if is_model_loss(self.loss_fn, stream):
+            f = theta_objective(self.model, self.loss_fn, stream)
+            return sum(w * self.losses(f, b) for b, w in stream), nan
+        if stream.single:
+            ((x, y), _), = stream
+            return self.metrics(x, y, not y.is_floating_point())
+        loss, acc = np.zeros(len(self.alphas)), np.zeros(len(self.alphas))
+        for (x, y), w in stream:
+            lb, ab = self.metrics(x, y, not y.is_floating_point())
+            loss, acc = loss + w * lb, acc + w * ab
+        return loss, acc

@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import vjp, vmap
 
+from .batches import Data, batches, inputs
+
 OUTPUTS = ("softmax", "logits")
 
 
@@ -67,16 +69,20 @@ def leading_linear(model: nn.Module, x: Tensor) -> tuple[nn.Linear, nn.Module] |
     return first, nn.Sequential(*mods[int(flat) + 1 :])
 
 
-def sensitivity(model: nn.Module, x: Tensor, output: str = "softmax",
+def sensitivity(model: nn.Module, x: Tensor | Data, output: str = "softmax",
                 chunk: int = 1000) -> Tensor:
     """‖∂f(x_n)/∂x_n‖_F for every sample: shape ``(N,)`` (Novak et al., 2018).
 
     Args:
         model: evaluated as it is (call ``model.eval()`` first if it has dropout/batch norm).
-        x: inputs ``(N, *shape)``.
+        x: inputs ``(N, *shape)``, or data of :mod:`.batches` whose batches are inputs or
+            ``(x, y, ...)`` tuples (a ``DataLoader``: one pass, in order); the model input
+            must be one tensor, so dict batches do not apply.
         output: ``"softmax"`` (probabilities, the default, as in Novak et al.) or ``"logits"``.
         chunk: samples per vectorised pass (memory ≈ chunk × C × input size).
     """
+    if not isinstance(x, Tensor):
+        return torch.cat([sensitivity(model, inputs(b), output, chunk) for b, _ in batches(x)])
     split = leading_linear(model, x)
     if split is not None:
         first, rest = split

@@ -21,8 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
-from ..params import get_theta, objective
-from .gradient import Batch, LossFn, chunks
+from .batches import Data, Loss, start
 
 
 @dataclass
@@ -44,24 +43,23 @@ class Sharpness:
     eps: float
 
 
-def sharpness(model: nn.Module, loss_fn: LossFn, batch: Batch, eps: float = 1e-3, *,
+def sharpness(model: nn.Module, loss_fn: Loss, batch: Data, eps: float = 1e-3, *,
               steps: int = 20, restarts: int = 2, seed: int = 0) -> Sharpness:
-    """Keskar et al.'s ε-sharpness of the loss on ``batch`` (one pair or chunks) at θ.
+    """Keskar et al.'s ε-sharpness of the loss on ``batch`` (any data of :mod:`.batches`) at θ.
 
     ``steps`` sign-gradient ascent steps from δ = 0 and from each of ``restarts`` uniform
     random points of the box; the step starts at half the box and shrinks linearly.
     """
     if eps < 0:
         raise ValueError(f"eps must be ≥ 0, got {eps}")
-    parts = [(grad_and_value(objective(model, loss_fn, (x, y))[0]), w)
-             for x, y, w in chunks(batch)]
-    theta = get_theta(model)
+    f, data, theta = start(model, loss_fn, batch)
+    gv = grad_and_value(f)
 
     def g_and_v(t: Tensor) -> tuple[Tensor, Tensor]:
-        """∇L and L, accumulated chunk by chunk (memory of one chunk's graph)."""
+        """∇L and L, accumulated batch by batch in one pass (memory of one batch's graph)."""
         g, v = torch.zeros_like(t), torch.zeros((), dtype=t.dtype, device=t.device)
-        for gv, w in parts:
-            gc, vc = gv(t)
+        for b, w in data:
+            gc, vc = gv(t, b)
             g, v = g + w * gc, v + w * vc
         return g, v
 
