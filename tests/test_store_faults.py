@@ -590,7 +590,9 @@ def _damage(root: Path, kind: str, pick: int, at: float, other: float) -> None:
             twin.write_bytes(a)
 
 
-@settings(max_examples=int(os.environ.get("DS_EX", 200)), deadline=None, derandomize=True,
+# 100 examples: about 2.6 s of CPU each (the damaged studies re-run), so CI's share of this
+# test stays near 4 minutes on 2 cores; DS_EX=200 passed on 2026-12-03 (897 s at load 4).
+@settings(max_examples=int(os.environ.get("DS_EX", 100)), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(plan=damages())
