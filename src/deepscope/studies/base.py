@@ -34,6 +34,8 @@ MAX_INT = 10_000_000  # no count in any study (epochs, widths, seeds, ...) comes
 
 
 VERDICTS = ("agrees", "disagrees", "inconclusive", "not testable")
+TESTED = {True: "agrees", False: "disagrees", None: "inconclusive"}
+"""The verdict of a criterion that was evaluated, from :func:`verdict`'s True/False/None."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,18 @@ def median_choice(values: np.ndarray, *, lower_is_better: bool = True) -> np.nda
     worst = np.inf if lower_is_better else -np.inf
     med = np.median(np.where(np.isnan(v), worst, v), axis=-1)
     return np.argmin(med, axis=-1) if lower_is_better else np.argmax(med, axis=-1)
+
+
+def chosen(result: dict[str, np.ndarray], prefix: str, key: str) -> np.ndarray:
+    """``prefix.key`` at each row's chosen setting (``prefix.lr_index``, from
+    :func:`median_choice`): ``(D, S, ...)`` from a grid ``(D, L, S, ...)``."""
+    grid, pick = result[f"{prefix}.{key}"], result[f"{prefix}.lr_index"]
+    return np.stack([grid[i, pick[i]] for i in range(len(pick))])
+
+
+def chosen_lrs(result: dict[str, np.ndarray], prefix: str) -> np.ndarray:
+    """The learning rate (of ``result["lrs"]``) chosen for each row of ``prefix``: ``(D,)``."""
+    return result["lrs"][result[f"{prefix}.lr_index"]]
 
 
 @dataclass(frozen=True)

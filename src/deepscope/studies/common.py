@@ -36,7 +36,7 @@ from ..context import Context, Piece
 from ..models import count_params, mlp
 from ..params import get_theta, set_theta
 from ..train import METRICS, train
-from .base import spearman_ci
+from .base import TESTED, spearman_ci
 from .fields import Checked, field
 
 SWEEP = "batch-sweep"
@@ -264,4 +264,4 @@ def verdict_word(agrees: bool | None, n: int, minimum: int) -> str:
     """The verdict for :class:`~.base.Expectation`: not testable below ``minimum`` points."""
     if n < minimum:
         return "not testable"
-    return {True: "agrees", False: "disagrees", None: "inconclusive"}[agrees]
+    return TESTED[agrees]

@@ -50,7 +50,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.landscape import pca_plane, random_plane, surface
 from ..train import train
-from .base import DataNeed, Expectation, Study, require, verdict
+from .base import TESTED, DataNeed, Expectation, Study, require, verdict
 from .fields import Checked, field
 
 
@@ -275,7 +275,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     lo, hi = wilson(int(low.sum()), low.size)
     v = verdict(lo, hi, expected_sign=+1, threshold=0.5)
     return Expectation(claim, ref, crit, v,
-                       verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+                       verdict=TESTED[v],
                        measured=f"model lowest in {int(low.sum())} of {low.size} planes "
                                 f"({low.shape[0]} models × {low.shape[1]} planes), 95 % "
                                 f"interval {100 * lo:.0f}–{100 * hi:.0f} %")

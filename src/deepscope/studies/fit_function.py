@@ -62,8 +62,11 @@ from ..data.functions import FUNCTIONS
 from ..models import ACTIVATIONS, count_params, mlp, mlp_widths
 from ..train import train
 from .base import (
+    TESTED,
     Expectation,
     Study,
+    chosen,
+    chosen_lrs,
     compare_best,
     epoch_reaching,
     median_choice,
@@ -156,17 +159,6 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         out[f"{f}.var"] = np.asarray(float(data.y_train.var(unbiased=False)))
     out["widths"] = np.array([str(mlp_widths(1, 1, d, cfg.params)) for d in cfg.depths])
     return out
-
-
-def chosen(result: dict[str, np.ndarray], f: str, key: str) -> np.ndarray:
-    """``f.key`` at each depth's chosen learning rate: (D, S, ...) from (D, L, S, ...)."""
-    grid, pick = result[f"{f}.{key}"], result[f"{f}.lr_index"]
-    return np.stack([grid[i, pick[i]] for i in range(len(pick))])
-
-
-def chosen_lrs(result: dict[str, np.ndarray], f: str) -> np.ndarray:
-    """The learning rate chosen for each depth on function ``f``: (D,)."""
-    return result["lrs"][result[f"{f}.lr_index"]]
 
 
 def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
@@ -318,7 +310,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     depths = list(result["depths"])
     return Expectation(
         claim, ref, crit, agrees,
-        verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[agrees],
+        verdict=TESTED[agrees],
         measured=f"depth {depths[gap.best]} vs depth 1: log10 ratio {gap.value:+.2f} "
                  f"({gap.lo:+.2f} to {gap.hi:+.2f}), i.e. {_ratio(gap)}")
 

@@ -75,9 +75,12 @@ from ..errors import DataError
 from ..models import POOLINGS, cnn, cnn_channels, count_params
 from ..train import METRICS, train
 from .base import (
+    TESTED,
     DataNeed,
     Expectation,
     Study,
+    chosen,
+    chosen_lrs,
     compare_best,
     median_choice,
     verdict,
@@ -213,17 +216,6 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
         out[f"{name}.channels"] = np.asarray([str(cnn_channels(
             d, cfg.params, input_shape=shape(name), pooling=cfg.pooling)) for d in cfg.depths])
     return out
-
-
-def chosen(result: dict[str, np.ndarray], name: str, key: str) -> np.ndarray:
-    """``name.key`` at each depth's chosen learning rate: (D, S, ...) from (D, L, S, ...)."""
-    grid, pick = result[f"{name}.{key}"], result[f"{name}.lr_index"]
-    return np.stack([grid[i, pick[i]] for i in range(len(pick))])
-
-
-def chosen_lrs(result: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """The learning rate chosen for each depth on data set ``name``: (D,)."""
-    return result["lrs"][result[f"{name}.lr_index"]]
 
 
 def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
@@ -368,7 +360,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     agrees = verdict(gap.lo, gap.hi, expected_sign=1)
     return Expectation(
         claim, ref, crit, agrees,
-        verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[agrees],
+        verdict=TESTED[agrees],
         measured=f"depth {result['depths'][gap.best]} − depth 1: {100 * gap.value:+.2f} "
                  f"points ({100 * gap.lo:+.2f} to {100 * gap.hi:+.2f})")
 

@@ -56,7 +56,7 @@ from ..models import count_params, mlp
 from ..plot import quiet_numpy
 from ..probes.gradient import grad_norm
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, row_median, verdict
+from .base import TESTED, DataNeed, Expectation, Study, bootstrap_ci, row_median, verdict
 from .fields import Checked, field
 
 
@@ -237,7 +237,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     v = verdict(lo, hi, expected_sign=-1, threshold=EXPONENT_LEVEL)
     n = int(np.isfinite(e).sum())
     return Expectation(claim, ref, crit, v,
-                       verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+                       verdict=TESTED[v],
                        measured=f"median exponent {med:+.2f}, 95 % interval {lo:+.2f} to "
                                 f"{hi:+.2f}, {n} of {len(e)} seeds; loss fell "
                                 f"{np.nanmedian(lf):.3g}×, gradient norm {np.nanmedian(gf):.3g}×"

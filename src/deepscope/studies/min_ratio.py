@@ -78,7 +78,7 @@ from ..models import ACTIVATIONS, count_params, mlp
 from ..probes.critical import NEWTON_METHODS, find_critical_point, gradient_flat_share
 from ..probes.hessian import curvature_signature, ensemble_hessians
 from ..train import train
-from .base import Expectation, Study, require, spearman_ci, verdict
+from .base import TESTED, Expectation, Study, require, spearman_ci, verdict
 from .fields import Checked, field
 
 # Fewest critical points for a correlation and its verdict: a percentile bootstrap of fewer
@@ -527,7 +527,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         return Expectation(claim, ref, crit, None)
     v = verdict(lo, hi, expected_sign=-1)
     return Expectation(claim, ref, crit, v,
-                       verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+                       verdict=TESTED[v],
                        measured=f"ρ = {rho:+.2f}, 95 % interval {lo:+.2f} to {hi:+.2f}, "
                                 f"n = {int(_groups(result)[0].sum())}")
 

@@ -79,7 +79,7 @@ from ..data.labels import label_noise
 from ..models import count_params, mlp
 from ..plot import quiet_numpy
 from ..train import METRICS, train
-from .base import DataNeed, Expectation, Study
+from .base import TESTED, DataNeed, Expectation, Study
 from .fields import Checked, field
 
 
@@ -382,7 +382,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
            if np.isfinite(n["location"]) else "no threshold: no width fitted the noisy labels")
     return Expectation(
         claim, ref, crit, v,
-        verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+        verdict=TESTED[v],
         measured=f"with noise: {loc}, prominence {100 * n['prominence']:.1f} points "
                  f"({100 * n['prominence_lo']:.1f}–{100 * n['prominence_hi']:.1f}; "
                  f"resolution {100 * n['margin']:.1f}); without: prominence "

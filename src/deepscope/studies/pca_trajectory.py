@@ -46,7 +46,7 @@ from ..context import Context
 from ..models import count_params, mlp
 from ..probes.trajectory import layer_slice, pca
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, require, row_median, verdict
+from .base import TESTED, DataNeed, Expectation, Study, bootstrap_ci, require, row_median, verdict
 from .fields import Checked, field
 
 PARTS = (("model", "whole model"), ("layer", "layer"))
@@ -236,7 +236,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
     v = verdict(lo, hi, expected_sign=+1, threshold=cfg.share_level)
     walk = np.median(_share(result, "walk"))
     return Expectation(claim, ref, crit, v,
-                       verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+                       verdict=TESTED[v],
                        measured=f"median {100 * med:.1f} %, 95 % interval {100 * lo:.1f}–"
                                 f"{100 * hi:.1f} %, {np.isfinite(share).sum()} runs; random-walk"
                                 f" baseline {100 * walk:.1f} %")

@@ -43,7 +43,7 @@ from ..context import Context
 from ..data.labels import random_labels
 from ..models import count_params, mlp
 from ..train import train
-from .base import DataNeed, Expectation, Study, bootstrap_ci, epoch_reaching, row_median
+from .base import TESTED, DataNeed, Expectation, Study, bootstrap_ci, epoch_reaching, row_median
 from .fields import Checked, field
 
 
@@ -223,7 +223,7 @@ def literature(result: dict[str, np.ndarray], cfg: Config) -> Expectation:
         measured.insert(0, "the true-label control did not fit in every seed")
     v = False if False in parts else (True if all(p is True for p in parts) else None)
     return Expectation(claim, ref, crit, v,
-                       verdict={True: "agrees", False: "disagrees", None: "inconclusive"}[v],
+                       verdict=TESTED[v],
                        measured="; ".join(measured))
 
 
