@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import vmap
 
 import deepscope as ds
 from deepscope.data import Data
-from deepscope.ensemble import Ensemble
+from deepscope.ensemble import Ensemble, member_means
 from deepscope.params import get_thetas
 from deepscope.stacked_mlp import layers_of
 
@@ -144,3 +145,19 @@ def test_nested_mlp_without_bias_equals_its_members():
     losses.sum().backward()
     torch.testing.assert_close(losses, ref_losses, rtol=0, atol=1e-12)
     torch.testing.assert_close(_ensemble_grads(ens), ref_grads, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-member"])
+def test_whole_stack_losses_equal_vmap_of_the_loss(shared):
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(3, 7, 4, generator=g, dtype=torch.float64)
+    shape = (7,) if shared else (3, 7)
+    labels = torch.randint(0, 4, shape, generator=g)
+    labels[..., 2] = -100  # ignore_index: out of both the sum and the count
+    targets = torch.randn(*shape, 4, generator=g, dtype=torch.float64)
+    dims = (0, None if shared else 0)
+    for loss, y in ((F.cross_entropy, labels), (F.mse_loss, targets)):
+        torch.testing.assert_close(member_means(loss, out, y), vmap(loss, in_dims=dims)(out, y),
+                                   rtol=0, atol=1e-12)
+    assert member_means(F.mse_loss, out, targets[..., :1]) is None  # broadcasting: vmap's job
+    assert member_means(F.l1_loss, out, targets) is None
