@@ -161,3 +161,21 @@ def test_whole_stack_losses_equal_vmap_of_the_loss(shared):
                                    rtol=0, atol=1e-12)
     assert member_means(F.mse_loss, out, targets[..., :1]) is None  # broadcasting: vmap's job
     assert member_means(F.l1_loss, out, targets) is None
+
+
+def test_fast_path_backward_runs_once_per_forward():
+    """Its hidden activations are reused by the next forward pass once the backward is done,
+    so a second backward through the same graph is refused, not computed from reused memory."""
+    models = _members(4, 3, "relu")
+    x, y = _batch(4, 3, F.cross_entropy)
+    ens = Ensemble(models, F.cross_entropy, dtype=torch.float64)
+    first = ens.losses(x, y, shared=True)
+    second = ens.losses(x, y, shared=True)  # both graphs alive at once: separate buffers
+    second.sum().backward(retain_graph=True)
+    g2 = ens.leaves[0].grad.clone()
+    ens.leaves[0].grad = None
+    ens.losses(2 * x, y, shared=True)  # reuses the buffers second handed back
+    first.sum().backward()
+    torch.testing.assert_close(ens.leaves[0].grad, g2, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="once per forward"):
+        second.sum().backward()

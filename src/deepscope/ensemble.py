@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from .params import flatten, flatten_batched, param_dict, theta_forward
-from .stacked_mlp import StackedMLP, layers_of
+from .stacked_mlp import Buffers, StackedMLP, layers_of
 from .stacked_mlp import forward as mlp_forward
 
 LossFn = Callable[..., Tensor]
@@ -94,6 +94,7 @@ class Ensemble:
             theta = torch.stack([flatten(p) for p in own]).to(device=self.device, dtype=dtype)
             self.leaves = [theta.requires_grad_(True)]
             self._store = _views(theta.detach(), own[0])
+            self._buffers = Buffers()
         else:
             self._store = {k: _stacked_leaf([p[k] for p in own], self.device, dtype,
                                             channels_last=self._channels_last) for k in own[0]}
@@ -138,7 +139,8 @@ class Ensemble:
         member, ``x (M, B, ...)``, ``y (M, B, ...)``.
         """
         if self.batching == "mlp":
-            out = StackedMLP.apply(self.leaves[0], self.layers, self._store, x, shared)
+            out = StackedMLP.apply(self.leaves[0], self.layers, self._store, x, shared,
+                                   self._buffers)
             stacked = member_means(self.loss_fn, out, y)
             return self._vloss_out[shared](out, y) if stacked is None else stacked
         if self.batching == "vmap":

@@ -88,8 +88,34 @@ def layers_of(model: nn.Module) -> list[Layer] | None:
     return layers or None
 
 
-def forward(layers: list[Layer], params: dict[str, Tensor], x: Tensor, *,
-            shared: bool) -> tuple[Tensor, list[Tensor]]:
+class Buffers:
+    """Full-size activation buffers handed from one training step to the next.
+
+    A fresh tensor of a megabyte is new memory from the operating system on every step (glibc
+    returns freed blocks of that size), and touching it for the first time cost as much as the
+    operation writing it (measured: 150 of 180 µs for 100 × 10 × 256 floats). So the forward
+    pass writes its hidden activations, and the backward pass its ``∂L/∂h``, into buffers that
+    the previous backward pass handed back once it no longer needed them.
+    """
+
+    def __init__(self, most: int = 64) -> None:
+        self.free: list[Tensor] = []
+        self.most = most  # kept at most; shapes change only at an epoch's last, short batch
+
+    def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A buffer of ``shape`` with ``like``'s dtype and device: a free one or a new one."""
+        for i, t in enumerate(self.free):
+            if t.shape == shape and t.dtype == like.dtype and t.device == like.device:
+                return self.free.pop(i)
+        return like.new_empty(shape)
+
+    def give(self, tensors: list[Tensor]) -> None:
+        """Hand back buffers nothing reads any more."""
+        self.free = (self.free + tensors)[-self.most:]
+
+
+def forward(layers: list[Layer], params: dict[str, Tensor], x: Tensor, *, shared: bool,
+            buffers: Buffers | None = None) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """The members' outputs and what :func:`backward` needs.
 
     Args:
@@ -97,31 +123,43 @@ def forward(layers: list[Layer], params: dict[str, Tensor], x: Tensor, *,
         params: ``{name: (M, *shape)}``, the stacked parameters.
         x: with ``shared``, one batch for all members ``(B, ...)``; else one per member
             ``(M, B, ...)``. ``...`` flattens to the ``d`` inputs.
+        buffers: where the hidden activations are written, if given (else fresh tensors).
 
     Returns:
-        ``out`` ``(M, C, B)`` (feature-major: ``out.mT`` is the usual ``(M, B, C)``) and the
-        saved tensors: per layer its input ``h``, then each activation's input and output.
+        ``out`` ``(M, C, B)`` (feature-major: ``out.mT`` is the usual ``(M, B, C)``); the
+        saved tensors: per layer its input ``h``, then each activation's input and output; and
+        the hidden tensors among them (taken from ``buffers``: no output, no input), once each.
         A shared batch enters as ``xᵀ`` expanded over the members (stride 0, no copy).
     """
     M, _, d = params[layers[0].weight].shape
     h = x.reshape(-1, d).T.expand(M, d, -1) if shared else x.reshape(M, -1, d).mT
     saved: list[Tensor] = []
-    for layer in layers:
+    hidden: list[Tensor] = []
+    for k, layer in enumerate(layers):
         saved.append(h)
+        W = params[layer.weight]
+        out = (buffers.take((M, W.shape[1], h.shape[2]), W)
+               if buffers is not None and k < len(layers) - 1 else None)
         b = params[layer.bias].unsqueeze(2) if layer.bias is not None else None
-        h = product(params[layer.weight], h, b)
+        h = product(W, h, b, out=out)
         for act, _ in layer.activations:
             z, h = h, act(h)
             saved += [z, h]
-    return h, saved
+        if out is not None:  # activations in place keep to the buffer; GELU's is fresh
+            hidden += [out] if h is out else [out, h]
+    return h, saved, hidden
 
 
 def backward(layers: list[Layer], params: dict[str, Tensor], saved: list[Tensor],
-             g: Tensor) -> dict[str, Tensor]:
+             g: Tensor, buffers: Buffers | None = None) -> tuple[dict[str, Tensor], list[Tensor]]:
     """``{name: ∂L/∂param (M, *shape)}`` from ``g = ∂L/∂out`` ``(M, C, B)`` and
-    :func:`forward`'s saved tensors. Per layer, with ``δ = ∂L/∂z``:
-    ``∂L/∂W = δ hᵀ``, ``∂L/∂b = Σ_B δ``, and ``∂L/∂h = Wᵀ δ`` for the layer below."""
+    :func:`forward`'s saved tensors, and the ``∂L/∂h`` it took from ``buffers``, spent.
+
+    Per layer, with ``δ = ∂L/∂z``: ``∂L/∂W = δ hᵀ``, ``∂L/∂b = Σ_B δ``, and ``∂L/∂h = Wᵀ δ``
+    for the layer below.
+    """
     grads: dict[str, Tensor] = {}
+    spent: list[Tensor] = []
     saved = list(saved)  # popped from the end, layer by layer
     ours = False  # whether g is a tensor of ours, to be overwritten in place
     for k in reversed(range(len(layers))):
@@ -135,35 +173,48 @@ def backward(layers: list[Layer], params: dict[str, Tensor], saved: list[Tensor]
         if layer.bias is not None:
             grads[layer.bias] = g.sum(2)
         if k:
-            g, ours = product(params[layer.weight].mT, g), True
-    return grads
+            Wt = params[layer.weight].mT
+            out = None if buffers is None else buffers.take((g.shape[0], Wt.shape[1],
+                                                             g.shape[2]), g)
+            g, ours = product(Wt, g, out=out), True
+            spent += [] if out is None else [out]
+    return grads, spent
 
 
-def product(A: Tensor, B: Tensor, c: Tensor | None = None) -> Tensor:
+def product(A: Tensor, B: Tensor, c: Tensor | None = None, *,
+            out: Tensor | None = None) -> Tensor:
     """``c + A B`` (``c`` broadcast; none if None) for stacks ``A`` ``(M, r, k)``, ``B``
-    ``(M, k, n)``. With ``k = 1`` (a 1-d input, a single output) it is an outer product, done
-    as a broadcast multiply: ``bmm`` took 4–10× longer for these shapes (measured)."""
+    ``(M, k, n)``, into ``out`` if given. With ``k = 1`` (a 1-d input, a single output) it is
+    an outer product, done as a broadcast multiply: ``bmm`` took 4–10× longer for these
+    shapes (measured)."""
     if A.shape[-1] == 1:
-        return A * B if c is None else torch.addcmul(c, A, B)
-    return torch.bmm(A, B) if c is None else torch.baddbmm(c, A, B)
+        return torch.mul(A, B, out=out) if c is None else torch.addcmul(c, A, B, out=out)
+    return torch.bmm(A, B, out=out) if c is None else torch.baddbmm(c, A, B, out=out)
 
 
 class StackedMLP(torch.autograd.Function):
-    """``StackedMLP.apply(theta, layers, params, x, shared)``: the outputs ``(M, B, C)`` of the
-    members whose parameters ``params`` (``{name: (M, *shape)}``) are views of the leaf
-    ``theta`` ``(M, P)``; its backward gives ``∂L/∂theta`` ``(M, P)`` in one piece, the
-    parameters' gradients laid out as ``params`` lies in ``theta``."""
+    """``StackedMLP.apply(theta, layers, params, x, shared, buffers)``: the outputs
+    ``(M, B, C)`` of the members whose parameters ``params`` (``{name: (M, *shape)}``) are
+    views of the leaf ``theta`` ``(M, P)``; its backward gives ``∂L/∂theta`` ``(M, P)`` in one
+    piece, the parameters' gradients laid out as ``params`` lies in ``theta``, and hands the
+    hidden activations back to ``buffers`` (:class:`Buffers`): it runs once per forward."""
 
     @staticmethod
     def forward(ctx, theta: Tensor, layers: list[Layer], params: dict[str, Tensor],
-                x: Tensor, shared: bool) -> Tensor:
-        out, saved = forward(layers, params, x, shared=shared)
-        ctx.layers, ctx.params, ctx.saved = layers, params, saved
+                x: Tensor, shared: bool, buffers: Buffers) -> Tensor:
+        out, ctx.saved, ctx.hidden = forward(layers, params, x, shared=shared, buffers=buffers)
+        ctx.layers, ctx.params, ctx.buffers = layers, params, buffers
         return out.mT
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:
-        grads = backward(ctx.layers, ctx.params, ctx.saved, g.mT)
+        if ctx.saved is None:
+            raise RuntimeError("the stacked MLP's backward runs once per forward pass: its "
+                               "buffers are reused after it (no retain_graph)")
+        grads, spent = backward(ctx.layers, ctx.params, ctx.saved, g.mT, ctx.buffers)
+        ctx.buffers.give(ctx.hidden + spent)
+        ctx.saved = ctx.hidden = None
         M = g.shape[0]
-        return torch.cat([grads[k].reshape(M, -1) for k in ctx.params], 1), None, None, None, None
+        theta_grad = torch.cat([grads[k].reshape(M, -1) for k in ctx.params], 1)
+        return theta_grad, None, None, None, None, None
