@@ -370,8 +370,9 @@ class _Recorder:
 
     def check_divergence(self, losses: Tensor, epoch: int) -> None:
         """Mark members whose loss is NaN/inf; from now on their θ stays as it is. One host
-        sync per step; a NaN/inf gradient makes the next loss non-finite too."""
-        if bool(torch.isfinite(losses[self.alive]).all()):
+        sync per step; a NaN/inf gradient makes the next loss non-finite too. (All finite is
+        tested first: it is the common case, and cheaper than selecting the alive members.)"""
+        if bool(torch.isfinite(losses).all()) or bool(torch.isfinite(losses[self.alive]).all()):
             return
         newly = self.alive & ~torch.isfinite(losses)
         for m in newly.nonzero().flatten().tolist():
