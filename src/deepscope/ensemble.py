@@ -5,8 +5,10 @@ member, ``B`` samples in a batch, ``C`` outputs per sample.
 
 * :class:`Ensemble` owns state that lives across calls — the stacked, trainable leaves of M
   members (in the layout the trainer steps fastest), their fixed buffers, a shape-only copy of
-  the architecture, and the schedule of the batched forward (``vmap`` or a loop over members).
-  The trainer builds one, runs ``losses`` / ``evaluate`` on it and writes θ back at the end.
+  the architecture, and the schedule of the batched forward: for plain MLPs batched matrix
+  products with a hand-written backward (:mod:`deepscope.stacked_mlp`, θ one ``(M, P)`` leaf),
+  otherwise ``vmap`` or a loop over members. The trainer builds one, runs ``losses`` /
+  ``evaluate`` on it and writes θ back at the end.
 * :func:`stacked_forward` is the batched forward of flat θ stacked ``(M, P)`` — the form the
   probes hold (points on a line between two models, perturbed θ): ``vmap`` of the one
   θ-function of :mod:`deepscope.params`.
