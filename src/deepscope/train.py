@@ -14,9 +14,9 @@ computation repeated over members that differ only in their initialisation and b
 * MLPs (an ``nn.Sequential`` of ``nn.Linear`` and element-wise activations, as
   :func:`deepscope.mlp` builds) skip ``vmap`` and autograd's per-operation graph: their layers
   are batched matrix products with a hand-written backward, all of θ one ``(M, P)`` leaf that
-  Adam steps in one fused kernel (``member_batching="mlp"``, chosen by ``"auto"``; the
-  speed-up over ``vmap(functional_call)`` + fused Adam is measured in
-  ``benchmarks/ensemble.py``; the same numbers to rounding, tested in float64);
+  Adam steps in one fused kernel (``member_batching="mlp"``, chosen by ``"auto"``: 2.8× as
+  fast as ``vmap(functional_call)`` + fused Adam for 100 members of 141 parameters, 1 thread,
+  measured in ``benchmarks/ensemble.py``; the same numbers to rounding, tested in float64);
 * ``torch.optim.Adam`` / ``SGD`` step the stacked leaves directly. Both update rules are
   element-wise, so stepping the stack is exactly stepping each member with its own optimiser —
   and it is done in a few fused kernels instead of ``M × layers`` small ones;
