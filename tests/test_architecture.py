@@ -14,7 +14,8 @@ STUDY_HELPERS = {"base", "common", "fields", "__init__"}
 ALLOWED = {
     "params": set(), "errors": set(), "version": set(), "models": set(), "plot": set(),
     "store": set(), "executors": set(),
-    "ensemble": {"params"},
+    "stacked_mlp": set(),
+    "ensemble": {"params", "stacked_mlp"},
     "data": set(),
     "train": {"ensemble", "data", "params"},
     "probes": {"params", "ensemble", "probes"},
