@@ -211,8 +211,7 @@ def fit_function_result(final_by_depth_and_rate, seeds: int = 5) -> dict:
 
 
 def test_fit_function_chooses_each_depths_rate_and_compares_the_best_deep_net():
-    from deepscope.studies.base import median_choice
-    from deepscope.studies.base import chosen, chosen_lrs
+    from deepscope.studies.base import chosen, chosen_lrs, median_choice
 
     grid = [[1e-2, 1e-3, 2e-3], [5e-3, 5e-3, 1e-4], [1e-2, 1e-2, 1e-2]]
     r = fit_function_result(grid)
