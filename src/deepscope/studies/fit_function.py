@@ -33,21 +33,29 @@ parameters matches the original report's ≈390; 2 000 full-batch steps bring th
 a plateau on all three targets; 5 seeds per rate. The grid {3e-3, 1e-2, 3e-2, 1e-1} brackets
 every choice: a first run with {1e-3, 3e-3, 1e-2, 3e-2} chose its top rate 3e-2 for depths 1,
 2 and 4 on sign and depths 1 and 2 on square, and 1e-3 only once (depth 4 on sinc, a tie
-with 1e-2 at 4.2e-4); with the default grid no depth chooses 1e-1. Chosen
-rates (depth 1, 2, 4, 8): sinc 3e-2, 3e-3, 1e-2, 3e-3; sign 3e-2, 3e-2, 3e-2, 1e-2; square
-3e-2, 3e-2, 3e-3, 3e-3. The old single rate 3e-3 was what left the shallow net stuck on sign
-(median final MSE 0.59 at 3e-3 and 0.61 at 1e-2): at 3e-2 it reaches 0.16 [0.14–0.17] — an
-optimisation failure, not a limit of expressivity — though no depth reaches the R² > 0.99
-threshold on sign in 2 000 steps (depth 8: 0.019, but 2 of 5 seeds die at initialisation).
-Verdict at the defaults: inconclusive — on sinc depth 2 reaches 0.45× the median final MSE of
-depth 1 (95 % interval 0.12–18×; log10 ratio −0.34, −0.90 to +1.24): seeds are bimodal, and
-the tuned shallow net fits sinc in 5 of 5 seeds. On x² depth 1 is best (the best deep net,
-depth 8, has 6.3× its median MSE, 2.7–31×). Cost, old and new run back to back on 2 cores
-(load average about 2, one other test process running): the old one-rate study took 67 s,
-this one 145 s (2.2×) for 4× the members. In ``deepscope run all`` on a quiet 2-core
-machine it takes 104 s on the default executor (two 1-thread workers) and 237 s in one process
-with two threads, with byte-identical results (these small MLPs do not split their sums over
-threads).
+with 1e-2 at 4.2e-4); with the default grid no depth chooses 1e-1.
+
+Measured at the defaults (``deepscope run all`` on 2 cores, default executor, the MLP fast
+path of :mod:`deepscope.stacked_mlp`). Chosen rates (depth 1, 2, 4, 8): sinc 3e-2, 3e-3,
+1e-2, 3e-3; sign 3e-2 at every depth; square 3e-2, 3e-2, 1e-2, 1e-2. The old single rate 3e-3
+was what left the shallow net stuck on sign (median final MSE 0.59 at 3e-3 and 0.58 at 1e-2):
+at 3e-2 it reaches 0.165 [0.16–0.20] — an optimisation failure, not a limit of expressivity.
+On sign only one seed of one depth reaches the R² > 0.99 threshold in 2 000 steps (depth 4;
+depth 8's median is 0.027, but 2 of its 5 seeds die at initialisation). Verdict:
+inconclusive — on sinc depth 2 reaches 0.46× the median final MSE of depth 1 (95 % interval
+0.031–18×; log10 ratio −0.34, −1.51 to +1.25): seeds are bimodal, and the tuned shallow net
+fits sinc in 5 of 5 seeds. On x² depth 1 is best (the best deep net, depth 8, has 7× its
+median MSE, 2.5–3.6·10⁵×).
+
+Sensitivity to rounding: these numbers are chaotic in the last bits. The same defaults
+trained through ``vmap`` (before the MLP fast path; identical results with one or two
+threads) chose 1e-2 for depth 8 on sign and 3e-3 for depths 4 and 8 on square, and gave sinc
+0.45× (0.12–18×) and x² 6.3× (2.7–31×): every verdict the same, the intervals as wide.
+
+Cost, old and new run back to back on 2 cores (load average about 2, one other test process
+running): the old one-rate study took 67 s, the new one 145 s (2.2×) for 4× the members, in
+one process. In ``deepscope run all`` on two 1-thread workers it took 104 s through ``vmap``
+and 72 s with the MLP fast path.
 """
 
 from __future__ import annotations
