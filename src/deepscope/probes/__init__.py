@@ -37,6 +37,6 @@ __all__ = [
     "Sharpness", "Spread", "batch_size", "ensemble_hessians", "filter_normalized_direction",
     "find_critical_point", "full_gradient", "grad_norm", "gradient_flat_share", "hessian",
     "hessian_eigenvalues", "hessian_trace", "hvp", "input_jacobian", "interpolate",
-    "minimal_ratio", "model_loss", "pca", "per_block", "pca_plane", "random_plane", "ratio_from_eigenvalues",
-    "sensitivity", "sharpness", "spectral_density", "surface",
+    "minimal_ratio", "model_loss", "pca", "pca_plane", "per_block", "random_plane",
+    "ratio_from_eigenvalues", "sensitivity", "sharpness", "spectral_density", "surface",
 ]
