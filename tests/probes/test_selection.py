@@ -235,6 +235,15 @@ def test_train_mode_uses_dropout_and_leaves_batch_statistics_alone():
     stats = bn[1].running_mean.clone()
     full_gradient(bn, F.cross_entropy, xy, mode="train")
     assert torch.equal(bn[1].running_mean, stats) and bn.training
+    bn.eval()  # landscapes may use batch statistics: one point at a time, statistics kept
+    centre = surface(bn, F.cross_entropy, xy, resolution=3, mode="train").loss[1, 1]
+    line = interpolate(bn, bn, F.cross_entropy, xy, [0, 1], mode="train").train_loss
+    assert torch.equal(bn[1].running_mean, stats) and not bn.training
+    batch_stats = F.cross_entropy(bn.train()(xy[0]), xy[1]).item()
+    bn[1].running_mean.copy_(stats)
+    bn.eval()
+    np.testing.assert_allclose([centre, *line], batch_stats, **TIGHT)
+    assert centre != pytest.approx(surface(bn, F.cross_entropy, xy, resolution=3).loss[1, 1])
 
 
 # --- spreads over seeds and subsets ----------------------------------------------------------

@@ -273,12 +273,14 @@ def start(model: nn.Module, loss: Loss, data: Data, dtype: torch.dtype | None = 
 BATCH_NORM = nn.modules.batchnorm._BatchNorm
 
 
+def batch_norms(model: nn.Module) -> list[str]:
+    """The names of the model's batch-norm modules (any ``_BatchNorm``)."""
+    return [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, BATCH_NORM)]
+
+
 def refuse_batch_norm(model: nn.Module, mode: str | None) -> None:
     """Refuse curvature of a model with batch norm in train mode, naming why and the fix."""
-    if mode != "train":
-        return
-    norms = [n or type(m).__name__ for n, m in model.named_modules()
-             if isinstance(m, BATCH_NORM)]
+    norms = batch_norms(model) if mode == "train" else []
     if norms:
         raise ValueError(
             f"mode='train' with batch norm ({', '.join(norms[:3])}): in train mode batch norm "

@@ -92,7 +92,9 @@ def hvp(model: nn.Module, loss_fn: Loss, batch: Data, *, method: str = "auto",
     others held fixed: H is then that block of the full Hessian, P the selected count.
     ``mode``: the model runs in ``"eval"`` (default) or ``"train"`` mode during every
     product, its own mode restored after each; batch norm in train mode is refused (the loss
-    would depend on the batch composition, not be one fixed function of θ).
+    would depend on the batch composition, not be one fixed function of θ). Dropout in train
+    mode draws new masks whenever the loss is evaluated, so products of several batches (or
+    of ``"fwd-rev"``) are not of one matrix either: curvature wants ``"eval"``.
 
     ``method``: ``"fwd-rev"`` (``jvp`` of ``grad``), ``"rev-rev"`` (double backward through a
     gradient graph), or ``"auto"`` (:data:`DEFAULT_HVP`, the one ``benchmarks/curvature.py``

@@ -48,7 +48,17 @@ from ..params import (
     positions,
     theta_forward,
 )
-from .batches import Batch, Batches, Data, Loss, batches, inputs, is_model_loss, theta_objective
+from .batches import (
+    Batch,
+    Batches,
+    Data,
+    Loss,
+    batch_norms,
+    batches,
+    inputs,
+    is_model_loss,
+    theta_objective,
+)
 from .trajectory import PCAResult, pca
 
 __all__ = [
@@ -348,7 +358,9 @@ def surface(
         params: the parameters the plane moves (a glob, names or a predicate,
             :func:`deepscope.params.select`), the others held fixed; ``center``, ``d1``,
             ``d2`` then have the selected count ``P`` (``snapshots`` may be full θ).
-        mode: ``"eval"`` (default) or ``"train"``, the model's own mode restored after.
+        mode: ``"eval"`` (default) or ``"train"``, the model's own mode restored after
+            (with batch norm in train mode, one point at a time on batch statistics; the
+            model's running statistics are not changed).
 
     Returns:
         :class:`SurfaceResult` with ``a (Ra,)``, ``b (Rb,)`` and ``loss (Ra, Rb)``,
@@ -358,6 +370,8 @@ def surface(
     data = batches(batch)
     f = theta_objective(model, loss_fn, data, params, check_mode(mode))
     theta = get_theta(model, params)
+    if mode == "train" and batch_norms(model):
+        chunk = 1  # batch norm's in-place statistics updates cannot be vmapped over points
     dtype, device = theta.dtype, theta.device
     p = theta.numel()
     c = theta if center is None else torch.as_tensor(center).to(device, dtype)
@@ -470,7 +484,8 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Loss, data, alp
     ``params`` (a glob, names or a predicate, :func:`deepscope.params.select`): only the
     selected parameters move from ``model_a``'s to ``model_b``'s values, the others stay at
     ``model_a``'s. ``mode``: ``model_a`` is evaluated in ``"eval"`` (default) or ``"train"``
-    mode, its own mode restored afterwards.
+    mode, its own mode restored afterwards (with batch norm in train mode: a copy, one α at
+    a time, so the model's running statistics stay as they are).
     """
     theta_a, theta_b = get_theta(model_a), get_theta(model_b)
     if theta_a.shape != theta_b.shape:
@@ -478,8 +493,13 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Loss, data, alp
     if params is not None:  # move only the selected entries: θ_b is θ_a elsewhere
         at = positions(model_a, params)
         theta_b = theta_a.clone().index_copy_(0, at.to(theta_a.device), theta_b[at])
-    with in_mode(model_a, check_mode(mode)):
-        return _interpolate(model_a, loss_fn, data, alphas, theta_a, theta_b, test,
+    model = model_a
+    if check_mode(mode) == "train" and batch_norms(model_a):
+        # a copy, whose running statistics batch norm may update in place, one α at a time
+        # (those updates cannot be vmapped over α)
+        model, chunk = copy.deepcopy(model_a), 1
+    with in_mode(model, mode):
+        return _interpolate(model, loss_fn, data, alphas, theta_a, theta_b, test,
                             (chunk, batch_size, memory))
 
 
