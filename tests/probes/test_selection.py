@@ -118,6 +118,9 @@ def test_by_module_gives_every_block_spectrum():
         torch.testing.assert_close(got[name].values, want, **TIGHT)
     dense = hessian(model, F.cross_entropy, batch, by="module")
     torch.testing.assert_close(dense["head"], full[16:, 16:], **TIGHT)
+    members = hessian([model, Net(seed=1)], F.cross_entropy, batch, by="module")
+    assert members["head"].shape == (2, 10, 10)
+    torch.testing.assert_close(members["head"][0], full[16:, 16:], **TIGHT)
     traces = per_block(hessian_trace, model, F.cross_entropy, batch, samples=30, seed=1)
     assert set(traces) == {"body", "head"}
     with pytest.raises(ValueError, match="by must be 'module'"):

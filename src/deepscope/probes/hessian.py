@@ -240,16 +240,19 @@ def runs(batch: Data, seed: int, seeds: int | None, parts: int | None
     return [(d, s) for d in data for s in range(seed, seed + (seeds or 1))]
 
 
-def per_block(probe: Callable[..., Any], model: nn.Module, loss_fn: Loss, batch: Data, *,
-              by: str = "module", params: Selection = None, **kwargs: Any) -> dict[str, Any]:
+def per_block(probe: Callable[..., Any], model: nn.Module | Sequence[nn.Module],
+              loss_fn: Loss, batch: Data, *, by: str = "module", params: Selection = None,
+              **kwargs: Any) -> dict[str, Any]:
     """``{module name: probe(model, loss_fn, batch, params=its parameters, **kwargs)}`` for
     every module that owns selected trainable parameters directly (``""`` for the root):
     per-block spectra, traces or Hessians in one call, each block's own curvature with every
-    other parameter held fixed (the diagonal blocks of the full Hessian)."""
+    other parameter held fixed (the diagonal blocks of the full Hessian). ``model`` may be
+    members of one architecture where ``probe`` takes them (:func:`hessian`)."""
     if by != "module":
         raise ValueError(f"by must be 'module' (or None), got {by!r}")
+    one = model if isinstance(model, nn.Module) else model[0]
     return {name: probe(model, loss_fn, batch, params=names, **kwargs)
-            for name, names in blocks(model, params).items()}
+            for name, names in blocks(one, params).items()}
 
 
 def hessian_eigenvalues(model: nn.Module, loss_fn: Loss, batch: Data, *, k: int = 5,
