@@ -291,8 +291,9 @@ def refuse_batch_norm(model: nn.Module, mode: str | None) -> None:
 
 def subsets(data: Data, k: int) -> list[Batches]:
     """The data split into ``k`` disjoint subsets, round-robin by batch: subset j holds
-    batches j, j + k, j + 2k, ... (each re-iterated from the data per pass, never listed).
-    Needs at least ``k`` batches; a single batch in memory cannot be split."""
+    batches j, j + k, j + 2k, ... (each re-iterated from the data per pass, never listed, so
+    a pass over one subset reads the whole stream and keeps its share; the model sees only
+    that share). Needs at least ``k`` batches; a single batch in memory cannot be split."""
     whole = batches(data)
     if k < 2 or whole.single or len(whole) < k:
         n = 1 if whole.single else len(whole)
