@@ -36,3 +36,11 @@ def test_streamed_data_example_runs_as_written():
     with contextlib.redirect_stdout(out):
         exec(compile(blocks[2], "README.md", "exec"), {})
     assert out.getvalue().splitlines() == ["True", "True"]
+
+
+def test_parameter_blocks_example_runs_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[3], "README.md", "exec"), {})
+    assert out.getvalue().splitlines() == ["True", "['0', '2']", "(3,) True"]

@@ -9,12 +9,14 @@ from .critical import CriticalPoints, find_critical_point, gradient_flat_share
 from .gradient import full_gradient, grad_norm
 from .hessian import (
     MinimalRatio,
+    Spread,
     ensemble_hessians,
     hessian,
     hessian_eigenvalues,
     hessian_trace,
     hvp,
     minimal_ratio,
+    per_block,
     ratio_from_eigenvalues,
     spectral_density,
 )
@@ -32,9 +34,9 @@ from .trajectory import PCAResult, pca
 
 __all__ = [
     "Batches", "CriticalPoints", "Interpolation", "MinimalRatio", "ModelLoss", "PCAResult",
-    "Sharpness", "batch_size", "ensemble_hessians", "filter_normalized_direction",
+    "Sharpness", "Spread", "batch_size", "ensemble_hessians", "filter_normalized_direction",
     "find_critical_point", "full_gradient", "grad_norm", "gradient_flat_share", "hessian",
     "hessian_eigenvalues", "hessian_trace", "hvp", "input_jacobian", "interpolate",
-    "minimal_ratio", "model_loss", "pca", "pca_plane", "random_plane", "ratio_from_eigenvalues",
-    "sensitivity", "sharpness", "spectral_density", "surface",
+    "minimal_ratio", "model_loss", "pca", "pca_plane", "per_block", "random_plane",
+    "ratio_from_eigenvalues", "sensitivity", "sharpness", "spectral_density", "surface",
 ]

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..params import get_theta, theta_loss, theta_model_loss
+from ..params import Selection, check_mode, get_theta, theta_loss, theta_model_loss
 
 Batch = Any
 """One batch: an ``(x, y)`` pair, a tuple/list of tensors, a dict of tensors or a tensor."""
@@ -241,13 +241,14 @@ def is_model_loss(loss: Loss, data: Batches) -> bool:
     return True
 
 
-def theta_objective(model: nn.Module, loss: Loss, data: Batches
-                    ) -> Callable[[Tensor, Batch], Tensor]:
-    """``f(θ, batch)``: the batch-mean loss at flat θ ``(P,)``, a pure function for
-    ``torch.func`` (``grad``, ``jvp``, ``vmap`` over θ with the batch unbatched)."""
+def theta_objective(model: nn.Module, loss: Loss, data: Batches, params: Selection = None,
+                    mode: str | None = None) -> Callable[[Tensor, Batch], Tensor]:
+    """``f(θ, batch)``: the batch-mean loss at flat θ ``(P,)`` of the ``params`` selected
+    (:func:`deepscope.params.select`), the model run in ``mode`` (None: as it is), a pure
+    function for ``torch.func`` (``grad``, ``jvp``, ``vmap`` over θ, the batch unbatched)."""
     if is_model_loss(loss, data):
-        return theta_model_loss(model, loss)
-    f = theta_loss(model, loss)
+        return theta_model_loss(model, loss, params, mode)
+    f = theta_loss(model, loss, params, mode)
 
     def pair(theta: Tensor, batch: Batch) -> Tensor:
         x, y = batch
@@ -256,14 +257,64 @@ def theta_objective(model: nn.Module, loss: Loss, data: Batches
     return pair
 
 
-def start(model: nn.Module, loss: Loss, data: Data, dtype: torch.dtype | None = None
+def start(model: nn.Module, loss: Loss, data: Data, dtype: torch.dtype | None = None,
+          params: Selection = None, mode: str | None = "eval"
           ) -> tuple[Callable[[Tensor, Batch], Tensor], Batches, Tensor]:
-    """What every probe starts from: ``(f, batches, θ)`` — the loss ``f(θ, batch)``, the data
-    as :class:`Batches` in ``dtype``, and the model's θ ``(P,)`` in ``dtype`` (default: the
-    model's own)."""
+    """What every probe starts from: ``(f, batches, θ)`` — the loss ``f(θ, batch)`` with the
+    model in ``mode``, the data as :class:`Batches` in ``dtype``, and the model's θ ``(P,)``
+    of the ``params`` selected, in ``dtype`` (default: the model's own)."""
+    check_mode(mode)
     data = batches(data, dtype)
-    theta = get_theta(model)
-    return theta_objective(model, loss, data), data, theta.to(dtype) if dtype else theta
+    theta = get_theta(model, params)
+    f = theta_objective(model, loss, data, params, mode)
+    return f, data, theta.to(dtype) if dtype else theta
+
+
+BATCH_NORM = nn.modules.batchnorm._BatchNorm
+
+
+def batch_norms(model: nn.Module) -> list[str]:
+    """The names of the model's batch-norm modules (any ``_BatchNorm``)."""
+    return [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, BATCH_NORM)]
+
+
+def refuse_batch_norm(model: nn.Module, mode: str | None) -> None:
+    """Refuse curvature of a model with batch norm in train mode, naming why and the fix."""
+    norms = batch_norms(model) if mode == "train" else []
+    if norms:
+        raise ValueError(
+            f"mode='train' with batch norm ({', '.join(norms[:3])}): in train mode batch norm "
+            "normalises with the statistics of the batch itself, so the loss depends on how "
+            "the data is split into batches and Hessian products are not those of one fixed "
+            "function of θ; use mode='eval' (the running statistics, held fixed)")
+
+
+def subsets(data: Data, k: int) -> list[Batches]:
+    """The data split into ``k`` disjoint subsets, round-robin by batch: subset j holds
+    batches j, j + k, j + 2k, ... (each re-iterated from the data per pass, never listed, so
+    a pass over one subset reads the whole stream and keeps its share; the model sees only
+    that share). Needs at least ``k`` batches; a single batch in memory cannot be split."""
+    whole = batches(data)
+    if k < 2 or whole.single or len(whole) < k:
+        n = 1 if whole.single else len(whole)
+        raise ValueError(f"subsets={k} needs k ≥ 2 and at least k batches, the data has {n}; "
+                         "pass a list of batches or a DataLoader (subsets are whole batches)")
+    return [Batches(RoundRobin(whole.data, k, j), size=whole.size, dtype=whole.dtype)
+            for j in range(k)]
+
+
+@dataclass(frozen=True)
+class RoundRobin:
+    """Batches ``j, j + k, ...`` of ``data``, re-iterable as ``data`` is."""
+
+    data: Iterable
+    k: int
+    j: int
+
+    def __iter__(self) -> Iterator[Batch]:
+        for i, b in enumerate(self.data):
+            if i % self.k == self.j:
+                yield b
 
 
 def inputs(batch: Batch) -> Tensor:

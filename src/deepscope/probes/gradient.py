@@ -17,13 +17,20 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad
 
+from ..params import Selection
 from .batches import Data, Loss, start
 
 
 def full_gradient(model: nn.Module, loss_fn: Loss, batch: Data,
-                  dtype: torch.dtype | None = None) -> Tensor:
-    """∇θL as a flat vector of shape ``(P,)`` (order of :mod:`deepscope.params`), one pass."""
-    f, data, theta = start(model, loss_fn, batch, dtype)
+                  dtype: torch.dtype | None = None, *, params: Selection = None,
+                  mode: str = "eval") -> Tensor:
+    """∇θL as a flat vector of shape ``(P,)`` (order of :mod:`deepscope.params`), one pass.
+
+    ``params`` selects the parameters (a glob, names or a predicate,
+    :func:`deepscope.params.select`; P is then their count), the others held fixed;
+    ``mode``: the model runs in ``"eval"`` (default) or ``"train"`` mode, its own restored.
+    """
+    f, data, theta = start(model, loss_fn, batch, dtype, params, mode)
     total = None
     for b, w in data:
         g = grad(f)(theta, b) * w
@@ -31,6 +38,8 @@ def full_gradient(model: nn.Module, loss_fn: Loss, batch: Data,
     return total
 
 
-def grad_norm(model: nn.Module, loss_fn: Loss, batch: Data) -> float:
-    """‖∇θL‖₂ over all parameters, for the loss on ``batch`` (any data of :mod:`.batches`)."""
-    return float(full_gradient(model, loss_fn, batch).norm())
+def grad_norm(model: nn.Module, loss_fn: Loss, batch: Data, *, params: Selection = None,
+              mode: str = "eval") -> float:
+    """‖∇θL‖₂ over all parameters (or the ``params`` selected), for the loss on ``batch``
+    (any data of :mod:`.batches`); ``mode`` as in :func:`full_gradient`."""
+    return float(full_gradient(model, loss_fn, batch, params=params, mode=mode).norm())

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,9 +49,18 @@ from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 from torch.func import hessian as func_hessian
 
-from ..params import get_theta, get_thetas
+from ..params import Selection, blocks, check_mode, get_theta, get_thetas
 from . import linalg
-from .batches import Batch, Data, Loss, batches, start, theta_objective
+from .batches import (
+    Batch,
+    Data,
+    Loss,
+    batches,
+    refuse_batch_norm,
+    start,
+    subsets,
+    theta_objective,
+)
 
 HVP_METHODS = ("fwd-rev", "rev-rev")
 # benchmarks/curvature.py, 784-256-256-10 MLP, 2 048 MNIST images, 1 CPU thread, torch 2.13:
@@ -58,9 +68,9 @@ HVP_METHODS = ("fwd-rev", "rev-rev")
 DEFAULT_HVP = "rev-rev"
 
 
-def _theta(model: nn.Module, dtype: torch.dtype | None) -> Tensor:
-    """The flat θ ``(P,)`` in ``dtype``, or in the model's own dtype when ``dtype`` is None."""
-    theta = get_theta(model)
+def _theta(model: nn.Module, dtype: torch.dtype | None, params: Selection = None) -> Tensor:
+    """The flat θ ``(P,)`` of the ``params`` selected in ``dtype`` (None: the model's own)."""
+    theta = get_theta(model, params)
     return theta.to(dtype) if dtype else theta
 
 
@@ -73,8 +83,18 @@ def mse(output: Tensor, target: Tensor) -> Tensor:
 
 
 def hvp(model: nn.Module, loss_fn: Loss, batch: Data, *, method: str = "auto",
-        dtype: torch.dtype | None = None) -> Callable[[Tensor], Tensor]:
+        dtype: torch.dtype | None = None, params: Selection = None,
+        mode: str = "eval") -> Callable[[Tensor], Tensor]:
     """The map ``v (P,) ↦ H v (P,)`` at the model's current θ (exact, no finite differences).
+
+    ``params`` selects the parameters θ holds (a glob such as ``"layer4.*"``, a list of
+    names or a predicate ``(name, param) -> bool``; :func:`deepscope.params.select`), the
+    others held fixed: H is then that block of the full Hessian, P the selected count.
+    ``mode``: the model runs in ``"eval"`` (default) or ``"train"`` mode during every
+    product, its own mode restored after each; batch norm in train mode is refused (the loss
+    would depend on the batch composition, not be one fixed function of θ). Dropout in train
+    mode draws new masks whenever the loss is evaluated, so products of several batches (or
+    of ``"fwd-rev"``) are not of one matrix either: curvature wants ``"eval"``.
 
     ``method``: ``"fwd-rev"`` (``jvp`` of ``grad``), ``"rev-rev"`` (double backward through a
     gradient graph), or ``"auto"`` (:data:`DEFAULT_HVP`, the one ``benchmarks/curvature.py``
@@ -90,7 +110,8 @@ def hvp(model: nn.Module, loss_fn: Loss, batch: Data, *, method: str = "auto",
     method = DEFAULT_HVP if method == "auto" else method
     if method not in HVP_METHODS:
         raise ValueError(f"unknown hvp method {method!r}; choose from {HVP_METHODS} or 'auto'")
-    f, data, theta = start(model, loss_fn, batch, dtype)
+    refuse_batch_norm(model, check_mode(mode))
+    f, data, theta = start(model, loss_fn, batch, dtype, params, mode)
     if method == "fwd-rev":
         g = grad(f)
 
@@ -126,22 +147,30 @@ def _gradient_graph(f: Callable[[Tensor, Batch], Tensor], leaf: Tensor, batch: B
 
 
 def hessian(model: nn.Module | Sequence[nn.Module], loss_fn: Loss, batch: Data, *,
-            dtype: torch.dtype | None = None) -> Tensor:
+            dtype: torch.dtype | None = None, params: Selection = None, mode: str = "eval",
+            by: str | None = None) -> Tensor | dict[str, Tensor]:
     """The dense, symmetrised Hessian ∇²_θ L: ``(P, P)``, or ``(M, P, P)`` for M members, in
     ``dtype`` (default: the model's).
 
     Accumulated chunk by chunk (memory of one chunk). With a sequence of members of one
     architecture, all M Hessians come from one batched computation (:func:`ensemble_hessians`).
+    ``params``, ``mode``: as in :func:`hvp` (P the selected count; the block of the full
+    Hessian). ``by="module"``: ``{module name: its block}`` (:func:`per_block`).
     """
+    if by is not None:
+        return per_block(hessian, model, loss_fn, batch, by=by, params=params, dtype=dtype,
+                         mode=mode)
     if not isinstance(model, nn.Module):
-        return ensemble_hessians(model, loss_fn, batch, dtype=dtype)
-    f, data, theta = start(model, loss_fn, batch, dtype)
+        return ensemble_hessians(model, loss_fn, batch, dtype=dtype, params=params, mode=mode)
+    refuse_batch_norm(model, check_mode(mode))
+    f, data, theta = start(model, loss_fn, batch, dtype, params, mode)
     H = sum(w * func_hessian(f)(theta, b) for b, w in data)
     return (H + H.T) / 2
 
 
 def ensemble_hessians(models: Sequence[nn.Module], loss_fn: Loss, batch: Data, *,
-                      dtype: torch.dtype | None = None, theta: Tensor | None = None) -> Tensor:
+                      dtype: torch.dtype | None = None, theta: Tensor | None = None,
+                      params: Selection = None, mode: str = "eval") -> Tensor:
     """Dense Hessians of M members of one architecture at once: ``(M, P, P)``, symmetrised.
 
     The members' losses are independent, so ∇ of Σ_m L_m is every member's gradient at once,
@@ -151,13 +180,15 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: Loss, batch: Data, *
     parameters: 2–3 ms per Hessian, vs 6–16 ms for ``vmap`` of ``torch.func.hessian`` or of
     ``jacrev(jacrev)`` (``benchmarks/curvature.py``). ``theta`` (M, P) overrides the members'
     current parameters. ``dtype`` defaults to that of the parameters (or of ``theta``).
+    ``params``, ``mode``: as in :func:`hvp` (``theta`` then holds the selected ones).
     """
-    stacked = get_thetas(models) if theta is None else theta
+    refuse_batch_norm(models[0], check_mode(mode))
+    stacked = get_thetas(models, params) if theta is None else theta
     dtype = dtype or stacked.dtype
     leaf = stacked.to(dtype).detach().requires_grad_(True)
     M, P = leaf.shape
     data = batches(batch, dtype)
-    f = theta_objective(models[0], loss_fn, data)
+    f = theta_objective(models[0], loss_fn, data, params, mode)
     H = torch.zeros(M, P, P, dtype=dtype, device=leaf.device)
     for b, w in data:
         losses = vmap(f, in_dims=(0, None))(leaf, b)
@@ -171,54 +202,155 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: Loss, batch: Data, *
 # --- spectra ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Spread:
+    """A probe repeated R times (probe seeds, data subsets): the values and their spread.
+
+    Attributes:
+        values: ``(R, ...)`` float64, one row per run — ``(R, k)`` eigenvalues, ``(R,)``
+            traces, ``(R, G)`` densities on ``grid``; runs in the order subset by subset,
+            seeds within a subset.
+        mean: ``(...)`` the mean over the runs (axis 0).
+        std: ``(...)`` their sample standard deviation (ddof=1, ``np.std(values, 0, ddof=1)``).
+        grid: ``(G,)`` where a density is evaluated (the first run's grid and smoothing, used
+            for every run); None for eigenvalues and traces.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    values: np.ndarray
+    grid: np.ndarray | None = None
+
+
+def spread(values: np.ndarray | Sequence, grid: np.ndarray | None = None) -> Spread:
+    """:class:`Spread` of runs ``values`` ``(R, ...)``, R ≥ 2."""
+    v = np.asarray(values, dtype=np.float64)
+    return Spread(mean=v.mean(0), std=v.std(0, ddof=1), values=v, grid=grid)
+
+
+def runs(batch: Data, seed: int, seeds: int | None, parts: int | None
+         ) -> list[tuple[Data, int]]:
+    """``(data, seed)`` of every run: ``parts`` disjoint subsets of the data (round-robin by
+    batch, :func:`~.batches.subsets`) or the whole, each with seeds ``seed, seed + 1, ...,
+    seed + seeds − 1`` (or ``seed`` alone)."""
+    for name, k in (("seeds", seeds), ("subsets", parts)):
+        if k is not None and k < 2:
+            raise ValueError(f"{name} must be ≥ 2 (a spread needs two runs), got {k}")
+    data = subsets(batch, parts) if parts else [batch]
+    return [(d, s) for d in data for s in range(seed, seed + (seeds or 1))]
+
+
+def per_block(probe: Callable[..., Any], model: nn.Module | Sequence[nn.Module],
+              loss_fn: Loss, batch: Data, *, by: str = "module", params: Selection = None,
+              **kwargs: Any) -> dict[str, Any]:
+    """``{module name: probe(model, loss_fn, batch, params=its parameters, **kwargs)}`` for
+    every module that owns selected trainable parameters directly (``""`` for the root):
+    per-block spectra, traces or Hessians in one call, each block's own curvature with every
+    other parameter held fixed (the diagonal blocks of the full Hessian). ``model`` may be
+    members of one architecture where ``probe`` takes them (:func:`hessian`)."""
+    if by != "module":
+        raise ValueError(f"by must be 'module' (or None), got {by!r}")
+    one = model if isinstance(model, nn.Module) else model[0]
+    return {name: probe(model, loss_fn, batch, params=names, **kwargs)
+            for name, names in blocks(one, params).items()}
+
+
 def hessian_eigenvalues(model: nn.Module, loss_fn: Loss, batch: Data, *, k: int = 5,
                         which: str = "largest", tol: float = 1e-6, max_steps: int | None = None,
-                        seed: int = 0, method: str = "auto",
-                        dtype: torch.dtype | None = None) -> linalg.EigResult:
+                        seed: int = 0, method: str = "auto", dtype: torch.dtype | None = None,
+                        params: Selection = None, mode: str = "eval", by: str | None = None,
+                        seeds: int | None = None, subsets: int | None = None
+                        ) -> linalg.EigResult | Spread | dict[str, Any]:
     """The ``k`` largest (or smallest, most negative) Hessian eigenvalues by Lanczos with full
     reorthogonalisation on Hessian-vector products; see :func:`linalg.eigsh`.
 
     In ``dtype`` (default None: the model's). Float32 holds eigenvalues to about 1e-5
     relative (6.4e-6 on the module docstring's MLP), float64 to 1e-13 at 2.35× the time.
+
+    ``params``, ``mode``: as in :func:`hvp`. ``by="module"``: ``{module name: result}`` per
+    block (:func:`per_block`). ``seeds=R``: R Lanczos start vectors (seeds ``seed, ...,
+    seed + R − 1``); ``subsets=S``: S disjoint subsets of the batches (round-robin); either
+    returns a :class:`Spread` of the eigenvalues, ``values (R·S, k)``, instead of one result.
     """
-    theta = _theta(model, dtype)
-    mv = hvp(model, loss_fn, batch, method=method, dtype=dtype)
+    kw = dict(k=k, which=which, tol=tol, max_steps=max_steps, method=method, dtype=dtype,
+              mode=mode)
+    if by is not None:
+        return per_block(hessian_eigenvalues, model, loss_fn, batch, by=by, params=params,
+                         seed=seed, seeds=seeds, subsets=subsets, **kw)
+    if seeds is not None or subsets is not None:
+        return spread([hessian_eigenvalues(model, loss_fn, d, seed=s, params=params, **kw)
+                       .values.detach().cpu().double().numpy()
+                       for d, s in runs(batch, seed, seeds, subsets)])
+    theta = _theta(model, dtype, params)
+    mv = hvp(model, loss_fn, batch, method=method, dtype=dtype, params=params, mode=mode)
     return linalg.eigsh(mv, theta.numel(), k=k, which=which, tol=tol, max_steps=max_steps,
                         seed=seed, dtype=theta.dtype, device=theta.device)
 
 
 def hessian_trace(model: nn.Module, loss_fn: Loss, batch: Data, *, samples: int = 100,
                   estimator: str = "hutch++", seed: int = 0, method: str = "auto",
-                  dtype: torch.dtype | None = None) -> linalg.TraceEstimate:
+                  dtype: torch.dtype | None = None, params: Selection = None,
+                  mode: str = "eval", by: str | None = None, seeds: int | None = None,
+                  subsets: int | None = None) -> linalg.TraceEstimate | Spread | dict[str, Any]:
     """tr(H) by Hutchinson (``estimator="hutchinson"``) or Hutch++ with ``samples`` products.
 
     In ``dtype`` (default None: the model's): float32 changes the estimate by ~1e-6
     relative, far below its sampling error (measured in the module docstring).
+    ``params``, ``mode``, ``by``, ``seeds``, ``subsets``: as in :func:`hessian_eigenvalues`;
+    a :class:`Spread` holds the estimates, ``values (R·S,)``.
     """
-    mv = hvp(model, loss_fn, batch, method=method, dtype=dtype)
-    theta = _theta(model, dtype)
+    kw = dict(samples=samples, estimator=estimator, method=method, dtype=dtype, mode=mode)
+    if by is not None:
+        return per_block(hessian_trace, model, loss_fn, batch, by=by, params=params,
+                         seed=seed, seeds=seeds, subsets=subsets, **kw)
+    if seeds is not None or subsets is not None:
+        return spread([hessian_trace(model, loss_fn, d, seed=s, params=params, **kw).estimate
+                       for d, s in runs(batch, seed, seeds, subsets)])
+    if estimator not in ("hutchinson", "hutch++"):
+        raise ValueError(f"unknown estimator {estimator!r}; choose 'hutchinson' or 'hutch++'")
+    mv = hvp(model, loss_fn, batch, method=method, dtype=dtype, params=params, mode=mode)
+    theta = _theta(model, dtype, params)
     n = theta.numel()
     if estimator == "hutchinson":
         return linalg.hutchinson(mv, n, samples=samples, seed=seed, dtype=theta.dtype,
                                  device=theta.device)
-    if estimator == "hutch++":
-        return linalg.hutchpp(mv, n, matvecs=samples, seed=seed, dtype=theta.dtype,
-                              device=theta.device)
-    raise ValueError(f"unknown estimator {estimator!r}; choose 'hutchinson' or 'hutch++'")
+    return linalg.hutchpp(mv, n, matvecs=samples, seed=seed, dtype=theta.dtype,
+                          device=theta.device)
 
 
 def spectral_density(model: nn.Module, loss_fn: Loss, batch: Data, *, steps: int = 60,
                      probes: int = 8, seed: int = 0, method: str = "auto",
-                     dtype: torch.dtype | None = None) -> linalg.Density:
+                     dtype: torch.dtype | None = None, params: Selection = None,
+                     mode: str = "eval", by: str | None = None, seeds: int | None = None,
+                     subsets: int | None = None, grid: Tensor | Sequence[float] | None = None,
+                     sigma: float | None = None) -> linalg.Density | Spread | dict[str, Any]:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (weights sum to 1).
 
     In ``dtype`` (default None: the model's): float32 moves the density by ~1e-6 in L1,
-    far below the probes' sampling noise (measured in the module docstring).
+    far below the probes' sampling noise (measured in the module docstring). ``grid``
+    ``(G,)`` and ``sigma``: where and how smoothly the density is drawn
+    (:func:`linalg.spectral_density`). ``params``, ``mode``, ``by``, ``seeds``, ``subsets``:
+    as in :func:`hessian_eigenvalues`; a :class:`Spread` holds the densities, ``values
+    (R·S, G)``, all on the first run's grid with its smoothing (``Spread.grid``).
     """
-    mv = hvp(model, loss_fn, batch, method=method, dtype=dtype)
-    theta = _theta(model, dtype)
+    kw = dict(steps=steps, probes=probes, method=method, dtype=dtype, mode=mode)
+    if by is not None:
+        return per_block(spectral_density, model, loss_fn, batch, by=by, params=params,
+                         seed=seed, seeds=seeds, subsets=subsets, grid=grid, sigma=sigma, **kw)
+    if seeds is not None or subsets is not None:
+        out: list[linalg.Density] = []
+        for d, s in runs(batch, seed, seeds, subsets):
+            first = out[0] if out else None
+            out.append(spectral_density(
+                model, loss_fn, d, seed=s, params=params, **kw,
+                grid=first.grid if first else grid, sigma=first.sigma if first else sigma))
+        return spread([o.density.detach().cpu().double().numpy() for o in out],
+                      grid=out[0].grid.detach().cpu().double().numpy())
+    mv = hvp(model, loss_fn, batch, method=method, dtype=dtype, params=params, mode=mode)
+    theta = _theta(model, dtype, params)
     return linalg.spectral_density(mv, theta.numel(), steps=steps, probes=probes, seed=seed,
-                                   dtype=theta.dtype, device=theta.device)
+                                   grid=grid, sigma=sigma, dtype=theta.dtype,
+                                   device=theta.device)
 
 
 # --- the minimal ratio ----------------------------------------------------------------------------

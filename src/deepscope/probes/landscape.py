@@ -38,8 +38,27 @@ import torch
 from torch import Tensor, nn
 
 from ..ensemble import activation_bytes, evaluate, stacked_forward
-from ..params import flatten, get_theta, param_dict, theta_forward
-from .batches import Batch, Batches, Data, Loss, batches, inputs, is_model_loss, theta_objective
+from ..params import (
+    Selection,
+    check_mode,
+    flatten,
+    get_theta,
+    in_mode,
+    param_dict,
+    positions,
+    theta_forward,
+)
+from .batches import (
+    Batch,
+    Batches,
+    Data,
+    Loss,
+    batch_norms,
+    batches,
+    inputs,
+    is_model_loss,
+    theta_objective,
+)
 from .trajectory import PCAResult, pca
 
 __all__ = [
@@ -56,7 +75,8 @@ __all__ = [
 # --- directions ---------------------------------------------------------------------------
 
 
-def _filter_normalized(model: nn.Module, gen: torch.Generator, ignore_bias: bool) -> Tensor:
+def _filter_normalized(model: nn.Module, gen: torch.Generator, ignore_bias: bool,
+                       params: Selection = None) -> Tensor:
     """One filter-normalised Gaussian direction drawn from ``gen`` (see the public function).
 
     Draws are float64 on the CPU whatever the model's dtype and device, so the same seed gives
@@ -64,7 +84,7 @@ def _filter_normalized(model: nn.Module, gen: torch.Generator, ignore_bias: bool
     parameter consumes its draw, biases included, so ``ignore_bias`` changes only the bias part.
     """
     out = {}
-    for name, p in param_dict(model).items():
+    for name, p in param_dict(model, params).items():
         ref = p.to("cpu", torch.float64)
         d = torch.randn(p.shape, generator=gen, dtype=torch.float64)
         if p.dim() >= 2:
@@ -81,7 +101,7 @@ def _filter_normalized(model: nn.Module, gen: torch.Generator, ignore_bias: bool
 
 
 def filter_normalized_direction(
-    model: nn.Module, seed: int = 0, *, ignore_bias: bool = True
+    model: nn.Module, seed: int = 0, *, ignore_bias: bool = True, params: Selection = None
 ) -> Tensor:
     """A filter-normalised random direction in flat θ space, shape ``(P,)``.
 
@@ -90,23 +110,25 @@ def filter_normalized_direction(
     slice along dim 0 — is rescaled to the Frobenius norm of the model's corresponding filter.
     Parameters with fewer dimensions (biases) get 0, Li et al.'s choice; with
     ``ignore_bias=False`` each is rescaled as a whole vector to the norm of the model's one.
-    The direction has the dtype and device of the model's parameters.
+    The direction has the dtype and device of the model's parameters; with ``params``
+    (:func:`deepscope.params.select`) it spans only the selected ones, shape ``(P_sel,)``.
     """
-    return _filter_normalized(model, torch.Generator().manual_seed(seed), ignore_bias)
+    return _filter_normalized(model, torch.Generator().manual_seed(seed), ignore_bias, params)
 
 
 def random_plane(
-    model: nn.Module, seed: int = 0, *, ignore_bias: bool = True
+    model: nn.Module, seed: int = 0, *, ignore_bias: bool = True, params: Selection = None
 ) -> tuple[Tensor, Tensor]:
     """Two filter-normalised random directions ``(d1, d2)``, each of shape ``(P,)``.
 
     Both are drawn one after the other from one generator seeded with ``seed``, so ``d1`` equals
     ``filter_normalized_direction(model, seed)`` and ``d2`` is an independent draw. They are not
     orthogonalised (in high dimension they are nearly orthogonal; :func:`project` handles any
-    pair).
+    pair). ``params``: as in :func:`filter_normalized_direction`.
     """
     gen = torch.Generator().manual_seed(seed)
-    return _filter_normalized(model, gen, ignore_bias), _filter_normalized(model, gen, ignore_bias)
+    return (_filter_normalized(model, gen, ignore_bias, params),
+            _filter_normalized(model, gen, ignore_bias, params))
 
 
 def pca_plane(
@@ -181,15 +203,19 @@ def _spans(span) -> tuple[tuple[float, float], tuple[float, float]]:
 
 
 def _plane(model: nn.Module, directions: str | tuple[Tensor, Tensor],
-           snapshots: np.ndarray | Tensor | None, seed: int) -> tuple[Tensor, Tensor]:
-    """The two directions ``(d1, d2)`` that ``surface``'s ``directions`` names."""
+           snapshots: np.ndarray | Tensor | None, seed: int, params: Selection
+           ) -> tuple[Tensor, Tensor]:
+    """The two directions ``(d1, d2)`` that ``surface``'s ``directions`` names, over the
+    ``params`` selected (full-θ snapshots are cut to the selected columns)."""
     if not isinstance(directions, str):
         return directions
     if directions == "filter":
-        return random_plane(model, seed=seed)
+        return random_plane(model, seed=seed, params=params)
     if directions == "pca":
         if snapshots is None:
             raise ValueError('directions="pca" needs the trajectory: pass snapshots=')
+        if params is not None and snapshots.shape[-1] == get_theta(model).numel():
+            snapshots = snapshots[..., positions(model, params).numpy()]
         return pca_plane(snapshots)[:2]
     raise ValueError(f'directions must be "filter", "pca" or (d1, d2), got {directions!r}')
 
@@ -305,14 +331,15 @@ def surface(
     resolution: int | tuple[int, int] = 21,
     chunk: int | None = None,
     memory: int = MEMORY,
+    params: Selection = None,
+    mode: str = "eval",
 ) -> SurfaceResult:
     """``L(θc + a·d1 + b·d2)`` on a regular grid of ``(a, b)``, in steps of bounded memory.
 
     Args:
         model, loss_fn, batch: the loss and the data set the surface should describe, in any
             form of :mod:`.batches` (``(x, y)``, a stream of batches, dict batches with
-            ``loss(model, batch)``); a stream is read once for the whole grid. The model is
-            evaluated as it is (call ``model.eval()`` first if it has dropout or batch norm).
+            ``loss(model, batch)``); a stream is read once for the whole grid.
         directions: the plane — ``"filter"``: two filter-normalised random directions drawn
             from ``seed`` (:func:`random_plane`, Li et al., 2018); ``"pca"``: the top two
             principal directions of the trajectory ``snapshots`` (:func:`pca_plane`); or two
@@ -328,14 +355,23 @@ def surface(
         memory: the most bytes of activations one step may hold (:data:`MEMORY` by default);
             see :func:`steps`; a batch of a stream is never split. The loss must return the
             batch mean.
+        params: the parameters the plane moves (a glob, names or a predicate,
+            :func:`deepscope.params.select`), the others held fixed; ``center``, ``d1``,
+            ``d2`` then have the selected count ``P`` (``snapshots`` may be full θ).
+        mode: ``"eval"`` (default) or ``"train"``, the model's own mode restored after
+            (with batch norm in train mode, one point at a time on batch statistics; the
+            model's running statistics are not changed).
 
     Returns:
         :class:`SurfaceResult` with ``a (Ra,)``, ``b (Rb,)`` and ``loss (Ra, Rb)``,
         ``loss[i, j]`` at ``(a[i], b[j])``, computed in the dtype of the model.
     """
-    d1, d2 = _plane(model, directions, snapshots, seed)
+    d1, d2 = _plane(model, directions, snapshots, seed, params)
     data = batches(batch)
-    f, theta = theta_objective(model, loss_fn, data), get_theta(model)
+    f = theta_objective(model, loss_fn, data, params, check_mode(mode))
+    theta = get_theta(model, params)
+    if mode == "train" and batch_norms(model):
+        chunk = 1  # batch norm's in-place statistics updates cannot be vmapped over points
     dtype, device = theta.dtype, theta.device
     p = theta.numel()
     c = theta if center is None else torch.as_tensor(center).to(device, dtype)
@@ -426,7 +462,8 @@ def unreduced(loss_fn: Loss) -> Callable[..., Tensor]:
 
 def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Loss, data, alphas,
                 *, test: Data | None = None, chunk: int | None = None,
-                batch_size: int | None = None, memory: int = MEMORY) -> Interpolation:
+                batch_size: int | None = None, memory: int = MEMORY,
+                params: Selection = None, mode: str = "eval") -> Interpolation:
     """Mean loss and accuracy along the line θ(α) = (1 − α) θ_a + α θ_b (Goodfellow et al.,
     2015; Keskar et al., 2017, Fig. 3), on the full train and test sets.
 
@@ -443,13 +480,35 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Loss, data, alp
     activations within ``memory`` bytes (:func:`steps`). A stream is read once per data set,
     each batch whole. ``loss_fn(output, target)`` must accept ``reduction="none"``, as
     ``F.cross_entropy`` and ``F.mse_loss`` do, or be a loss module (:func:`unreduced`).
+
+    ``params`` (a glob, names or a predicate, :func:`deepscope.params.select`): only the
+    selected parameters move from ``model_a``'s to ``model_b``'s values, the others stay at
+    ``model_a``'s. ``mode``: ``model_a`` is evaluated in ``"eval"`` (default) or ``"train"``
+    mode, its own mode restored afterwards (with batch norm in train mode: a copy, one α at
+    a time, so the model's running statistics stay as they are).
     """
     theta_a, theta_b = get_theta(model_a), get_theta(model_b)
     if theta_a.shape != theta_b.shape:
         raise ValueError("model_a and model_b must have the same architecture")
+    if params is not None:  # move only the selected entries: θ_b is θ_a elsewhere
+        at = positions(model_a, params)
+        theta_b = theta_a.clone().index_copy_(0, at.to(theta_a.device), theta_b[at])
+    model = model_a
+    if check_mode(mode) == "train" and batch_norms(model_a):
+        # a copy, whose running statistics batch norm may update in place, one α at a time
+        # (those updates cannot be vmapped over α)
+        model, chunk = copy.deepcopy(model_a), 1
+    with in_mode(model, mode):
+        return _interpolate(model, loss_fn, data, alphas, theta_a, theta_b, test,
+                            (chunk, batch_size, memory))
+
+
+def _interpolate(model: nn.Module, loss_fn: Loss, data, alphas, theta_a: Tensor,
+                 theta_b: Tensor, test: Data | None, steps_: tuple) -> Interpolation:
+    """:func:`interpolate` between two full θ ``(P,)``, the model already in its mode."""
     alphas_t = torch.as_tensor(np.asarray(alphas, dtype=np.float64), dtype=theta_a.dtype,
                                device=theta_a.device)
-    line = _Line(model_a, loss_fn, theta_a, theta_b, alphas_t, chunk, batch_size, memory)
+    line = _Line(model, loss_fn, theta_a, theta_b, alphas_t, *steps_)
     if hasattr(data, "x_train"):
         if test is not None:
             raise ValueError("test= is for training data given as batches; a data set with "

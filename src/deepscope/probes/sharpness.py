@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
-from .batches import Data, Loss, start
+from ..params import Selection, check_mode
+from .batches import Data, Loss, refuse_batch_norm, start
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Sharpness:
         value: φ(ε) in percent.
         loss: L(θ).
         max_loss: the largest L(θ + δ) found in the box.
-        delta: the maximising δ, shape ``(P,)``.
+        delta: the maximising δ, shape ``(P,)`` (P: the selected parameters).
         eps: ε.
     """
 
@@ -44,15 +45,20 @@ class Sharpness:
 
 
 def sharpness(model: nn.Module, loss_fn: Loss, batch: Data, eps: float = 1e-3, *,
-              steps: int = 20, restarts: int = 2, seed: int = 0) -> Sharpness:
+              steps: int = 20, restarts: int = 2, seed: int = 0, params: Selection = None,
+              mode: str = "eval") -> Sharpness:
     """Keskar et al.'s ε-sharpness of the loss on ``batch`` (any data of :mod:`.batches`) at θ.
 
     ``steps`` sign-gradient ascent steps from δ = 0 and from each of ``restarts`` uniform
     random points of the box; the step starts at half the box and shrinks linearly.
+    ``params``: only the selected parameters move (a glob, names or a predicate,
+    :func:`deepscope.params.select`), the box is theirs. ``mode``: ``"eval"`` (default) or
+    ``"train"``, the model's own mode restored; batch norm in train mode is refused.
     """
     if eps < 0:
         raise ValueError(f"eps must be ≥ 0, got {eps}")
-    f, data, theta = start(model, loss_fn, batch)
+    refuse_batch_norm(model, check_mode(mode))
+    f, data, theta = start(model, loss_fn, batch, None, params, mode)
     gv = grad_and_value(f)
 
     def g_and_v(t: Tensor) -> tuple[Tensor, Tensor]:
