@@ -590,9 +590,9 @@ def _damage(root: Path, kind: str, pick: int, at: float, other: float) -> None:
             twin.write_bytes(a)
 
 
-# 100 examples: about 2.6 s of CPU each (the damaged studies re-run), so CI's share of this
-# test stays near 4 minutes on 2 cores; DS_EX=200 passed on 2026-12-03 (897 s at load 4).
-@settings(max_examples=int(os.environ.get("DS_EX", 100)), deadline=None, derandomize=True,
+# Issue 15 asks for at least 200 examples. Each costs about 2.6 s of CPU (the damaged studies
+# re-run); 200 took 897 s at load 4 on 2 cores (2026-12-03). DS_EX=N runs another number.
+@settings(max_examples=int(os.environ.get("DS_EX", 200)), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(plan=damages())
