@@ -284,3 +284,69 @@ def cnn(
         return nn.Sequential(*layers)
 
     return _seeded(build, seed)
+
+
+# --- a residual network, for probing a real architecture -------------------------------------
+
+
+class BasicBlock(nn.Module):
+    """He et al. (2016)'s basic residual block: two 3×3 convolutions with batch norm, and a
+    1×1 projection on the shortcut where the shape changes."""
+
+    def __init__(self, a: int, b: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(a, b, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(b)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(b, b, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(b)
+        self.downsample = (nn.Sequential(nn.Conv2d(a, b, 1, stride, bias=False),
+                                         nn.BatchNorm2d(b))
+                           if stride != 1 or a != b else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    """ResNet-18/34 (He et al., 2016) laid out as ``torchvision.models.resnet18``/``34``:
+    the same modules under the same names (``conv1``, ``bn1``, ``layer1`` … ``layer4``,
+    ``fc``), so a glob such as ``"layer4.*"`` and a torchvision state dict of the same
+    shapes apply. ``blocks`` per stage ((2, 2, 2, 2) for ResNet-18), ``width`` of the first
+    stage (64; the stages double it). Input ``(N, in_channels, H, W)``, output
+    ``(N, num_classes)``."""
+
+    def __init__(self, blocks: Sequence[int], num_classes: int, in_channels: int,
+                 width: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths, a = (width, 2 * width, 4 * width, 8 * width), width
+        for i, (b, n) in enumerate(zip(widths, blocks)):
+            stride = 1 if i == 0 else 2
+            layers = [BasicBlock(a if j == 0 else b, b, stride if j == 0 else 1)
+                      for j in range(n)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+            a = b
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8 * width, num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18(num_classes: int = 10, in_channels: int = 1, seed: int = 0, width: int = 64
+             ) -> ResNet:
+    """ResNet-18 (He et al., 2016), random initialisation from ``seed``: 11 689 512
+    parameters for 1 000 classes and 3 channels (torchvision's count), 11 175 370 for
+    MNIST's 10 classes and 1 channel (the defaults). ``deepscope probe
+    deepscope.models:resnet18`` probes it."""
+    return _seeded(lambda: ResNet((2, 2, 2, 2), num_classes, in_channels, width), seed)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
@@ -126,3 +127,24 @@ def to_png(fig: Figure, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def contour(ax, a, b, loss, fig, label: str, colorbar: bool = True) -> None:
+    """Filled contours of ``loss`` (shape (len(a), len(b))) on log-spaced levels. Grid points
+    where the loss is not finite are left blank; a constant surface (every unit dead) is
+    drawn as one colour and said so, since contour levels need a range."""
+    finite = np.isfinite(loss)
+    if not finite.any():
+        return  # plot.mark_missing writes "no finite values" on the empty axes
+    loss = np.where(finite, np.maximum(loss, 1e-12), np.nan)
+    lo, hi = np.nanmin(loss), np.nanmax(loss)
+    if not hi > lo * (1 + 1e-9):
+        ax.pcolormesh(a, b, loss.T, cmap="viridis", shading="nearest")
+        ax.text(0.5, 0.04, f"constant surface: {label} = {lo:.4g} at every grid point",
+                transform=ax.transAxes, ha="center", fontsize=8, color="white")
+        return
+    levels = np.geomspace(lo, hi, 16)
+    cs = ax.contourf(a, b, loss.T, levels=levels, norm=LogNorm(), cmap="viridis")
+    ax.contour(a, b, loss.T, levels=levels, colors="white", linewidths=0.3, alpha=0.6)
+    if colorbar:
+        fig.colorbar(cs, ax=ax, label=f"{label} (log scale)", format="%.2g")

@@ -25,10 +25,19 @@ import numpy as np
 from .context import code_hash
 from .errors import UsageError
 from .plot import quiet_numpy, to_png
-from .store import StoredRun, atomic_write_bytes, latest_failure, latest_runs, stored_figures
+from .store import (
+    StoredRun,
+    atomic_write_bytes,
+    latest_failure,
+    latest_runs,
+    stored_figures,
+    study_runs,
+)
 from .studies import STUDIES
-from .studies.base import stored_config
+from .studies.base import Study, stored_config
 from .studies.fields import ROLES, roles
+from .studies.probe import study as probe
+from .studies.probe import title as probe_title
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1120px;margin:2em auto;
@@ -102,9 +111,12 @@ def _literature(study, result, cfg) -> str:
             f"<b>Criterion:</b> {_e(ex.criterion)} — our measurement{measured} {verdict}.</p>")
 
 
-def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -> str:
-    study = STUDIES[name]
-    parts = [f'<h2 id="{_e(name)}">{_e(name)}</h2>',
+def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None,
+             study: Study | None = None, heading: str | None = None) -> str:
+    """A study's section; with ``study`` and ``heading``, a probed model's (``name`` is then
+    its anchor)."""
+    study = study or STUDIES[name]
+    parts = [f'<h2 id="{_e(name)}">{_e(heading or name)}</h2>',
              f'<p class="question">{_e(study.summary)}</p>']
     if failure is not None:
         parts.append(f'<p class="missing"><span class="status fail">failed</span> The last '
@@ -128,7 +140,7 @@ def _section(name: str, run: StoredRun | None, failure: dict[str, Any] | None) -
         parts.append(f'<p><span class="status fail">cannot be shown</span> The stored run in '
                      f"<code>{_e(str(run.path))}</code> cannot be re-plotted by this version "
                      f"({_e(type(err).__name__)}: {_e(str(err))}); re-run "
-                     f"<code>deepscope run {_e(name)}</code>.</p>")
+                     f"<code>deepscope {_e('probe' if heading else 'run ' + name)}</code>.</p>")
         return "\n".join(parts)
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
                    for k, v in _setup_rows(run, study.Config))
@@ -167,10 +179,37 @@ def _executor(meta: dict[str, Any]) -> str:
             f"{ex.get('threads_per_worker')} thread(s))")
 
 
+def _probed(root: Path) -> tuple[str, list[str]]:
+    """The sections of every model probed into ``root`` (``deepscope probe``), newest last,
+    and their contents entries; a failed last probe is named first."""
+    runs = study_runs(root, probe.name) if root.exists() else []
+    failure = latest_failure(root, probe.name, runs[-1] if runs else None)
+    if not runs and failure is None:
+        return "", []
+    parts = ['<h2 id="probed">Probed models</h2>']
+    if failure is not None:
+        parts.append(f'<p class="missing"><span class="status fail">failed</span> The last '
+                     f"probe ({_e(str(failure.get('when')))}) failed: "
+                     f"<code>{_e(str(failure.get('error')))}</code></p>")
+    toc = []
+    for run in runs:
+        anchor = f"probe-{run.path.name}"
+        try:
+            heading = f"probe: {probe_title(stored_config(probe, run.config))}"
+        except (TypeError, ValueError):
+            heading = f"probe {run.path.name}"
+        parts.append(_section(anchor, run, None, study=probe, heading=heading))
+        secs = float(run.meta.get("seconds", 0))
+        toc.append(f'<li><a href="#{_e(anchor)}">{_e(heading)}</a>'
+                   f'<span class="status ok">{secs:.1f} s</span></li>')
+    return "\n".join(parts), toc
+
+
 def write_report(root: Path) -> Path:
     """Write ``root/report.html`` from the latest stored run of every study; return its path."""
     root = Path(root)
-    runs = latest_runs(root) if root.exists() else {}
+    runs = {n: r for n, r in (latest_runs(root) if root.exists() else {}).items()
+            if n in STUDIES}
     failures = {n: latest_failure(root, n, runs.get(n)) for n in STUDIES}
     toc = []
     for n in STUDIES:
@@ -200,6 +239,9 @@ def write_report(root: Path) -> Path:
         "stored. Figures are re-drawn from the stored results; every number in the findings "
         "is computed from them.</p>")
     body = "\n".join(_section(n, runs.get(n), failures[n]) for n in STUDIES)
+    probed, probe_toc = _probed(root)
+    toc += probe_toc
+    body += probed
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>deepscope report</title><style>{STYLE}</style></head><body>"

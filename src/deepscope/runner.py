@@ -166,6 +166,50 @@ def plan_run(study: str, scale: str = "default", sets: Mapping[str, Any] | None 
         UsageError: the first thing that is wrong, as one line naming the fix.
     """
     names = list(STUDIES) if study == "all" else [get_study(study).name]
+    dev = _check_machine(threads, device, data_dir)
+    per_study = sets_per_study(names, dict(sets or {}))
+    plans = tuple(plan_study(n, scale, per_study[n], data_dir, download) for n in names)
+    timeout = RAY_TIMEOUT if ray_timeout is None else ray_timeout
+    check_executor(executor, workers, address, timeout)
+    return RunPlan(plans, writable_root(out), dev, executor, workers, address, timeout, threads)
+
+
+def plan_probe(settings: Mapping[str, Any], *, out: str | Path | None = None,
+               device: str | None = "cpu", data_dir: str | Path | None = None,
+               download: bool = False, executor: str = "auto", workers: int | None = None,
+               address: str | None = None, ray_timeout: float | None = None,
+               threads: int | None = None) -> RunPlan:
+    """Check a ``deepscope probe`` command before any work: its settings (the config keys of
+    :mod:`deepscope.studies.probe`), the model, weights and data they name and that the
+    model takes the data (one forward pass), and the rest as in :func:`plan_run`.
+
+    The model (code, module tree, every parameter after the weights are loaded) and the
+    data (every tensor read) are fingerprinted into the plan's ``data_identity``, part of
+    every cache key: a changed factory, weights file or data set is never served from the
+    cache.
+
+    Raises:
+        UsageError: the first thing that is wrong, as one line naming the fix.
+    """
+    from . import specs
+    from .studies.probe import setup
+    from .studies.probe import study as probe
+
+    dev = _check_machine(threads, device, data_dir)
+    cfg = make_config(probe, "default", settings)
+    folder, _ = resolve_data_dir(data_dir)
+    s = setup(cfg, "cpu", folder, download)
+    identity = {"model": specs.model_identity(s.built), "data": specs.data_identity(s.pd)}
+    plan = Plan(probe, cfg, "default", dict(settings), folder, identity, download)
+    timeout = RAY_TIMEOUT if ray_timeout is None else ray_timeout
+    check_executor(executor, workers, address, timeout)
+    return RunPlan((plan,), writable_root(out), dev, executor, workers, address, timeout,
+                   threads)
+
+
+def _check_machine(threads: int | None, device: str | None,
+                   data_dir: str | Path | None) -> torch.device:
+    """The device, after checking ``--threads`` and ``--data-dir``."""
     if threads is not None:
         most = 4 * (os.cpu_count() or 1)  # beyond this torch only slows down (and eats memory)
         if not 1 <= threads <= most:
@@ -174,11 +218,7 @@ def plan_run(study: str, scale: str = "default", sets: Mapping[str, Any] | None 
     dev = resolve_device(device)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UsageError(f"--data-dir {data_dir} is not a readable directory")
-    per_study = sets_per_study(names, dict(sets or {}))
-    plans = tuple(plan_study(n, scale, per_study[n], data_dir, download) for n in names)
-    timeout = RAY_TIMEOUT if ray_timeout is None else ray_timeout
-    check_executor(executor, workers, address, timeout)
-    return RunPlan(plans, writable_root(out), dev, executor, workers, address, timeout, threads)
+    return dev
 
 
 def sets_per_study(names: list[str], sets: dict[str, Any]) -> dict[str, dict[str, Any]]:

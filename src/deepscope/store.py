@@ -48,7 +48,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -612,22 +612,32 @@ def latest_runs(root: Path) -> dict[str, StoredRun]:
     line naming it, so one bad directory never hides the others; a run that vanishes or is
     being re-stored while the store is read is left out silently.
     """
+    return {run.study: run for run in _finished(
+        path for study_dir in _subdirs(Path(root)) for path in _subdirs(study_dir))}
+
+
+def study_runs(root: Path, study: str) -> list[StoredRun]:
+    """Every finished, readable run of ``study`` under ``root`` (one per configuration: a
+    probed model each for ``probe``), oldest first; damaged runs skipped as by
+    :func:`latest_runs`."""
+    return [run for run in _finished(_subdirs(Path(root) / study)) if run.study == study]
+
+
+def _finished(paths: Iterable[Path]) -> list[StoredRun]:
+    """The runs in ``paths`` that hold a ``meta.json``, loaded, in the order they finished."""
     found = []
-    for study_dir in _subdirs(Path(root)):
-        for path in _subdirs(study_dir):
-            st = _lstat(path / "meta.json")
-            if st is not None:
-                found.append((st.st_mtime_ns, str(path)))
-    runs: dict[str, StoredRun] = {}
+    for path in paths:
+        st = _lstat(path / "meta.json")
+        if st is not None:
+            found.append((st.st_mtime_ns, str(path)))
+    runs = []
     for _, path in sorted(found):
         try:
-            run = load_run(Path(path))
+            runs.append(load_run(Path(path)))
         except FileNotFoundError:
             continue
         except DamagedError as e:
             say(f"skipping a damaged run: {e}")
-            continue
-        runs[run.study] = run
     return runs
 
 

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import LogNorm
 
 from .. import plot as P
 from ..context import Context
@@ -129,27 +128,6 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
     return result
 
 
-def _contour(ax, a, b, loss, fig, label, colorbar=True):
-    """Filled contours of ``loss`` (shape (len(a), len(b))) on log-spaced levels. Grid points
-    where the loss is not finite are left blank; a constant surface (every unit dead) is
-    drawn as one colour and said so, since contour levels need a range."""
-    finite = np.isfinite(loss)
-    if not finite.any():
-        return  # plot.mark_missing writes "no finite values" on the empty axes
-    loss = np.where(finite, np.maximum(loss, 1e-12), np.nan)
-    lo, hi = np.nanmin(loss), np.nanmax(loss)
-    if not hi > lo * (1 + 1e-9):
-        ax.pcolormesh(a, b, loss.T, cmap="viridis", shading="nearest")
-        ax.text(0.5, 0.04, f"constant surface: {label} = {lo:.4g} at every grid point",
-                transform=ax.transAxes, ha="center", fontsize=8, color="white")
-        return
-    levels = np.geomspace(lo, hi, 16)
-    cs = ax.contourf(a, b, loss.T, levels=levels, norm=LogNorm(), cmap="viridis")
-    ax.contour(a, b, loss.T, levels=levels, colors="white", linewidths=0.3, alpha=0.6)
-    if colorbar:
-        fig.colorbar(cs, ax=ax, label=f"{label} (log scale)", format="%.2g")
-
-
 def _centre(result: dict[str, np.ndarray]) -> int:
     return int(np.argmin(np.abs(result["random.a"])))  # the grid point nearest the model
 
@@ -191,7 +169,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     fig, axes = P.figure(2, 1, width=5.2, height=4.4)
     ax1, ax2 = axes[0]
-    _contour(ax1, result["pca.a"], result["pca.b"], result["pca.loss"], fig,
+    P.contour(ax1, result["pca.a"], result["pca.b"], result["pca.loss"], fig,
              "training cross-entropy")
     xy = result["pca.trajectory"]
     ax1.plot(xy[:, 0], xy[:, 1], "-o", color="white", ms=3, lw=1.2, mec="black", mew=0.5)
@@ -204,7 +182,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
                   f"{100 * float(result['pca.off_plane'][0]):.1f} % of the motion is off it")
     ax1.legend(fontsize=8, loc="upper right")
     rl = result["random.loss"]
-    _contour(ax2, result["random.a"], result["random.b"], rl[0, 0], fig,
+    P.contour(ax2, result["random.a"], result["random.b"], rl[0, 0], fig,
              "training cross-entropy")
     ax2.plot(0, 0, "*", color="#E69F00", ms=12, mec="black")
     ax2.set(xlabel="filter-normalised direction 1", ylabel="filter-normalised direction 2",
@@ -216,7 +194,7 @@ def plot(result: dict[str, np.ndarray], cfg: Config) -> dict:
     for m in range(n_m):
         for p in range(n_p):
             ax = axes2[p][m]
-            _contour(ax, result["random.a"], result["random.b"], rl[m, p], fig2, "loss",
+            P.contour(ax, result["random.a"], result["random.b"], rl[m, p], fig2, "loss",
                      colorbar=False)
             ax.plot(0, 0, "*", color="#E69F00", ms=9, mec="black")
             ax.set_title(f"model {m}, plane {p}: "
