@@ -129,7 +129,7 @@ def test_a_resnet18_is_probed_end_to_end_and_its_report_section_drawn(here, caps
     # the stored top eigenvalue is the library's on the same model and data
     from deepscope.studies.probe import Config, setup
     s = setup(Config(model="usermodels:tiny_resnet", samples=32))
-    again = hessian_eigenvalues(s.model, s.loss, s.data, k=2, seed=0).values
+    again = hessian_eigenvalues(s.model, s.loss, s.data, k=2, tol=1e-3, seed=0).values
     assert torch.allclose(again.double(), torch.as_tensor(r["hessian.values"][0]), rtol=1e-4)
     html = (here / "res" / "report.html").read_text()
     assert "Probed models" in html and "probe: usermodels:tiny_resnet on mnist" in html
@@ -142,7 +142,7 @@ def test_a_second_run_takes_every_piece_from_the_cache_and_a_new_model_gets_its_
     assert first.meta["pieces_from_cache"] == 0
     assert probe(here, "usermodels:small_cnn", "--probe", "hessian,surface") == 0
     again = the_run(here)
-    assert again.path == first.path and again.meta["pieces_from_cache"] == 1 + 3
+    assert again.path == first.path and again.meta["pieces_from_cache"] == 2 + 3  # seeds, rows
     np.testing.assert_array_equal(again.result["surface.loss"], first.result["surface.loss"])
     assert probe(here, "usermodels:tiny_resnet", "--probe", "hessian") == 0
     runs = study_runs(here / "res", "probe")

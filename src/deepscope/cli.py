@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parameters the curvature and landscape probes act on, e.g. "
                        "'layer4.*' (default all)")
     probe.add_argument("--samples", default=None, metavar="N",
-                       help="samples the loss averages over (default 512)")
+                       help="samples the loss averages over (default 256)")
     probe.add_argument("--batch-size", default=None, metavar="B",
                        help="stream batches of B samples (memory of one batch); default one "
                        "batch")

@@ -646,6 +646,22 @@ def spectral_density(matvec: Matvec, n: int, *, steps: int = 60, probes: int = 8
         j = theta.numel()
         nodes[p, :j], nodes[p, j:] = theta, theta[-1]
         weights[p, :j] = S[0] ** 2
+    grid_t, density, sigma = smooth(nodes, weights, grid=grid, sigma=sigma, points=points)
+    return Density(nodes=nodes, weights=weights, grid=grid_t, density=density, sigma=sigma,
+                   matvecs=used)
+
+
+def smooth(nodes: Tensor, weights: Tensor, *, grid: Tensor | Sequence[float] | None = None,
+           sigma: float | None = None, points: int = 1000) -> tuple[Tensor, Tensor, float]:
+    """The probe average of ``Σ_i w_i N(x; θ_i, sigma²)`` on ``grid``, normalised to integrate
+    to 1 there: ``(grid (G,), density (G,), sigma)``.
+
+    ``nodes``, ``weights``: ``(probes, m)`` quadrature nodes and weights (of one or several
+    runs: rows are averaged). Defaults as in :func:`spectral_density`: ``sigma`` 1 % of the
+    nodes' range, ``grid`` ``points`` even steps from ``min θ − 5 sigma`` to ``max θ + 5
+    sigma``.
+    """
+    kw = {"dtype": nodes.dtype, "device": nodes.device}
     lo, hi = float(nodes.min()), float(nodes.max())
     if sigma is None:
         span = hi - lo
@@ -658,13 +674,12 @@ def spectral_density(matvec: Matvec, n: int, *, steps: int = 60, probes: int = 8
         grid_t = torch.as_tensor(grid).to(**kw).reshape(-1)
     z = (grid_t[:, None] - nodes.reshape(1, -1)) / sigma  # (G, probes · m)
     kernel = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
-    density = kernel @ weights.reshape(-1) / probes
+    density = kernel @ weights.reshape(-1) / nodes.shape[0]
     if grid_t.numel() > 1:
         area = float(torch.trapezoid(density, grid_t))
         if area > 0:
             density = density / area
-    return Density(nodes=nodes, weights=weights, grid=grid_t, density=density, sigma=sigma,
-                   matvecs=used)
+    return grid_t, density, sigma
 
 
 def moments(density: Density, p: int) -> float:

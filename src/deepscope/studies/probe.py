@@ -47,6 +47,7 @@ from ..probes.batches import ModelLoss, batch_norms, model_loss
 from ..probes.gradient import grad_norm
 from ..probes.hessian import hessian_eigenvalues, hessian_trace, spectral_density
 from ..probes.landscape import random_plane, surface
+from ..probes.linalg import smooth
 from ..probes.sensitivity import sensitivity
 from ..probes.sharpness import sharpness
 from .base import Study, require
@@ -64,7 +65,7 @@ class Config(Checked):
     weights: str | None = field(None, "state dict to load (.pt/.pth or .safetensors); None: "
                                 "the model as built", role="model")
     data: str = field("mnist", "mnist, fashion-mnist, mnist1d or module.path:fn", role="data")
-    samples: int = field(512, "samples of the data the loss is averaged over", role="data",
+    samples: int = field(256, "samples of the data the loss is averaged over", role="data",
                          lo=1)
     batch_size: int | None = field(None, "samples per batch; None: one batch (its gradient "
                                    "graph reused by every product)", role="data", lo=1)
@@ -78,11 +79,13 @@ class Config(Checked):
     params: str | None = field(None, "glob of parameter names the curvature and landscape "
                                "probes act on (others fixed); None: all", role="measurement")
     k: int = field(5, "top Hessian eigenvalues", role="measurement", lo=1)
-    trace_products: int = field(60, "Hessian-vector products per Hutch++ trace",
+    tol: float = field(1e-3, "Lanczos stops when every one of the k has a residual below tol "
+                       "× the largest", role="measurement", lo=0, lo_open=True)
+    trace_products: int = field(30, "Hessian-vector products per Hutch++ trace",
                                 role="measurement", lo=3)
-    density_steps: int = field(40, "Lanczos steps per SLQ probe vector", role="measurement",
+    density_steps: int = field(30, "Lanczos steps per SLQ probe vector", role="measurement",
                                lo=2)
-    density_probes: int = field(2, "SLQ probe vectors per run", role="measurement", lo=1)
+    density_probes: int = field(1, "SLQ probe vectors per run", role="measurement", lo=1)
     resolution: int = field(11, "surface grid points per axis (odd: the grid holds θ)",
                             role="measurement", lo=3)
     span: float = field(1.0, "surface covers [−span, span] along two filter-normalised "
@@ -194,25 +197,44 @@ def _check_fit(model: torch.nn.Module, data: Any, loss: Any, cfg: Config) -> Non
 
 def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
     here = setup(cfg, "cpu", ctx.data_dir, ctx.download)
-    items: list[Any] = [p for p in cfg.probes if p != "surface" and (
-        p != "sensitivity" or here.inputs is not None)]
-    if "surface" in cfg.probes:
-        items += [["surface", i] for i in range(cfg.resolution)]
+    # One piece per curvature run and per surface row, so that a pool spreads them.
+    items: list[Any] = []
+    for p in cfg.probes:
+        if p in CURVATURE:
+            items += [[p, cfg.seed + r] for r in range(cfg.seeds)]
+        elif p == "surface":
+            items += [["surface", i] for i in range(cfg.resolution)]
+        elif p != "sensitivity" or here.inputs is not None:
+            items.append(p)
 
     def piece(item: Any) -> dict[str, np.ndarray]:
         return _measure(item, setup(cfg, ctx.device, ctx.data_dir, ctx.download), cfg)
 
+    runs: dict[str, list[dict[str, np.ndarray]]] = {}
     out: dict[str, np.ndarray] = {}
-    rows = []
     for item, got in zip(items, ctx.map(piece, items, desc="probe")):
         if isinstance(item, list):
-            rows.append(got["surface.row"])
-            out["surface.b"] = got["surface.b"]
+            runs.setdefault(item[0], []).append(got)
         else:
             out.update(got)
-    if rows:
-        out["surface.loss"] = np.stack(rows)  # (a, b): row i at a_i
+    if "hessian" in runs:
+        out["hessian.values"] = np.stack([g["values"] for g in runs["hessian"]])  # (R, k)
+    if "trace" in runs:
+        out["trace.values"] = np.array([float(g["estimate"]) for g in runs["trace"]])
+    if "density" in runs:  # every run smoothed on one grid, with one width
+        nodes = np.stack([g["nodes"] for g in runs["density"]])  # (R, probes, m)
+        weights = np.stack([g["weights"] for g in runs["density"]])
+        grid, _, sigma = smooth(torch.as_tensor(nodes.reshape(-1, nodes.shape[-1])),
+                                torch.as_tensor(weights.reshape(-1, nodes.shape[-1])))
+        out["density.grid"] = grid.numpy()
+        out["density.values"] = np.stack([smooth(torch.as_tensor(n), torch.as_tensor(w),
+                                                 grid=grid, sigma=sigma)[1].numpy()
+                                          for n, w in zip(nodes, weights)])
+        out["density.nodes"], out["density.weights"] = nodes, weights
+    if "surface" in runs:
+        out["surface.loss"] = np.stack([g["row"] for g in runs["surface"]])  # row i at a_i
         out["surface.a"] = np.linspace(-cfg.span, cfg.span, cfg.resolution)
+        out["surface.b"] = runs["surface"][0]["b"]
     named = dict(here.model.named_parameters())
     out.update({"params.total": np.asarray(sum(p.numel() for p in named.values())),
                 "params.probed": np.asarray(sum(named[n].numel() for n in here.probed)),
@@ -223,46 +245,38 @@ def run(cfg: Config, ctx: Context) -> dict[str, np.ndarray]:
 
 
 def _measure(item: Any, s: Setup, cfg: Config) -> dict[str, np.ndarray]:
-    """One piece: one probe, or one row of the surface."""
+    """One piece: one run of a curvature probe (``[name, seed]``), one row of the surface
+    (``["surface", i]``), or one other probe."""
     m, loss, data, kw = s.model, s.loss, s.data, {"params": cfg.params, "mode": cfg.mode}
-    runs = {"seeds": cfg.seeds} if cfg.seeds > 1 else {}
-    if isinstance(item, list):  # ["surface", row]
+    name, arg = item if isinstance(item, list) else (item, None)
+    if name == "surface":
         d1, d2 = random_plane(m, seed=cfg.seed, params=cfg.params)
-        a = float(np.linspace(-cfg.span, cfg.span, cfg.resolution)[item[1]])
+        a = float(np.linspace(-cfg.span, cfg.span, cfg.resolution)[arg])
         r = surface(m, loss, data, (d1, d2), span=((a, a), (-cfg.span, cfg.span)),
                     resolution=(1, cfg.resolution), **kw)
-        return {"surface.row": r.loss[0], "surface.b": r.b}
-    if item == "hessian":
-        r = hessian_eigenvalues(m, loss, data, k=cfg.k, seed=cfg.seed, **runs, **kw)
-        return {"hessian.values": _rows(r)}
-    if item == "trace":
-        r = hessian_trace(m, loss, data, samples=cfg.trace_products, seed=cfg.seed, **runs, **kw)
-        return {"trace.values": np.atleast_1d(r.values if runs else np.float64(r.estimate))}
-    if item == "density":
+        return {"row": r.loss[0], "b": r.b}
+    if name == "hessian":
+        r = hessian_eigenvalues(m, loss, data, k=cfg.k, tol=cfg.tol, seed=arg, **kw)
+        return {"values": r.values.detach().cpu().double().numpy()}
+    if name == "trace":
+        r = hessian_trace(m, loss, data, samples=cfg.trace_products, seed=arg, **kw)
+        return {"estimate": np.asarray(r.estimate)}
+    if name == "density":
         r = spectral_density(m, loss, data, steps=cfg.density_steps, probes=cfg.density_probes,
-                             seed=cfg.seed, **runs, **kw)
-        if runs:
-            return {"density.values": r.values, "density.grid": r.grid}
-        return {"density.values": r.density.detach().cpu().double().numpy()[None],
-                "density.grid": r.grid.detach().cpu().double().numpy()}
-    if item == "sharpness":
+                             seed=arg, **kw)
+        return {"nodes": r.nodes.detach().cpu().double().numpy(),
+                "weights": r.weights.detach().cpu().double().numpy()}
+    if name == "sharpness":
         r = sharpness(m, loss, data, cfg.eps, seed=cfg.seed, **kw)
         return {"sharpness": np.asarray(r.value), "sharpness.loss": np.asarray(r.loss),
                 "sharpness.max_loss": np.asarray(r.max_loss)}
-    if item == "grad-norm":
+    if name == "grad-norm":
         return {"grad_norm": np.asarray(grad_norm(m, loss, data, **kw))}
-    if item == "sensitivity":
+    if name == "sensitivity":
         with in_mode(m, cfg.mode):
             out = "softmax" if s.pd.num_classes is not None else "logits"
             return {"sensitivity": sensitivity(m, s.inputs, out).detach().cpu().double().numpy()}
     raise ValueError(f"unknown probe {item!r}")
-
-
-def _rows(r: Any) -> np.ndarray:
-    """Eigenvalues as ``(runs, k)`` float64, from a Spread or one result."""
-    if hasattr(r, "std"):
-        return r.values
-    return r.values.detach().cpu().double().numpy()[None]
 
 
 # --- figures and findings -------------------------------------------------------------------
@@ -339,8 +353,8 @@ def findings(result: dict[str, np.ndarray], cfg: Config) -> list[str]:
         mean, sd = _mean_sd(result["hessian.values"])
         vals = ", ".join(f"{m:.4g}" + (f" ± {s:.2g}" if np.isfinite(s) else "")
                          for m, s in zip(mean, sd))
-        lines.append(f"Top-{len(mean)} Hessian eigenvalues (Lanczos, {spread} from "
-                     f"independent start vectors): {vals}.")
+        lines.append(f"Top-{len(mean)} Hessian eigenvalues (Lanczos to a relative residual of "
+                     f"{cfg.tol:g}, {spread} from independent start vectors): {vals}.")
     if "trace.values" in result:
         lines.append(f"Hessian trace (Hutch++, {cfg.trace_products} products, {spread}): "
                      f"{_pm(result['trace.values'])}.")
