@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import data, params
 from .data import Data, load
-from .models import cnn, count_params, mlp
+from .models import cnn, count_params, mlp, resnet18
 from .train import Trace, train
 from .version import __version__
 
@@ -53,4 +53,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["STUDIES", "Data", "Trace", "__version__", "cnn", "count_params", "data", "load",
-           "mlp", "params", "run", "train"]
+           "mlp", "params", "resnet18", "run", "train"]

@@ -22,6 +22,7 @@ from deepscope.probes import (
     hessian_trace,
     hvp,
     interpolate,
+    minimal_ratio,
     per_block,
     sharpness,
     spectral_density,
@@ -98,6 +99,14 @@ def test_selecting_nothing_or_an_unknown_name_is_refused_with_the_names():
         hessian_eigenvalues(model, F.cross_entropy, batch, params=["head.weigth"])
     with pytest.raises(ValueError, match="selects no trainable"):
         select(model, lambda n, p: False)
+
+
+def test_a_subset_minimal_ratio_counts_the_blocks_eigenvalues():
+    model, (x, y) = Net(), _data()
+    block = _block_hessian(model, HEAD, x, y)
+    lam = torch.linalg.eigvalsh((block + block.T) / 2)
+    mr = minimal_ratio(model, F.cross_entropy, (x, y), params="head.*", tol=1e-8)
+    assert mr.ratio[0] == pytest.approx(float((lam > 1e-8).double().mean()))
 
 
 def test_a_subset_top_eigenvalue_is_that_of_the_block():

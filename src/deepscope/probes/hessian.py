@@ -434,13 +434,15 @@ def curvature_signature(eigenvalues: np.ndarray | Tensor,
 
 
 def minimal_ratio(model: nn.Module | Sequence[nn.Module], loss_fn: Loss, batch: Data, *,
-                  tol: float | None = None, rel_tol: float = 1e-6) -> MinimalRatio:
+                  tol: float | None = None, rel_tol: float = 1e-6, params: Selection = None,
+                  mode: str = "eval") -> MinimalRatio:
     """The minimal ratio #(λ > τ)/P of the dense float64 Hessian of the loss on ``batch``.
 
     Pass the **full training set** (one batch or a stream of batches) and the **original**
     loss: that is the Hessian whose signature classifies a critical point. ``τ`` is ``tol`` if
-    given, else ``rel_tol · max|λ|``; both τ and the τ = 0 ratio are returned.
+    given, else ``rel_tol · max|λ|``; both τ and the τ = 0 ratio are returned. ``params``,
+    ``mode``: as in :func:`hvp` (the ratio of that block of the Hessian, P its size).
     """
     # float64 whatever the model's dtype: τ = 1e-6·max|λ| lies below float32 rounding of H.
-    H = hessian(model, loss_fn, batch, dtype=torch.float64)
+    H = hessian(model, loss_fn, batch, dtype=torch.float64, params=params, mode=mode)
     return ratio_from_eigenvalues(torch.linalg.eigvalsh(H).cpu(), tol=tol, rel_tol=rel_tol)
