@@ -252,17 +252,18 @@ class _First:
             if left <= 0:
                 return
             n = batch_size(b)
-            yield b if n <= left else _head(b, left)
+            yield b if n <= left else head(b, left)
             left -= n
 
 
-def _head(batch: Any, n: int) -> Any:
+def head(batch: Any, n: int) -> Any:
+    """The first ``n`` samples of every tensor of a batch."""
     if isinstance(batch, Tensor):
         return batch[:n]
     if isinstance(batch, dict):
-        return {k: _head(v, n) for k, v in batch.items()}
+        return {k: head(v, n) for k, v in batch.items()}
     if isinstance(batch, tuple | list):
-        return type(batch)(_head(v, n) for v in batch)
+        return type(batch)(head(v, n) for v in batch)
     return batch
 
 

@@ -177,7 +177,7 @@ def _output_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
 
 def _check_fit(model: torch.nn.Module, data: Any, loss: Any, cfg: Config) -> None:
     first = data if isinstance(data, tuple | dict) else next(iter(data))
-    two = specs._head(first, 2)
+    two = specs.head(first, 2)
     try:
         with torch.no_grad(), in_mode(model, cfg.mode):
             value = (loss(model, two) if isinstance(loss, ModelLoss) else
