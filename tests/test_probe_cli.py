@@ -7,6 +7,7 @@ temporary directory and imported as ``module.path:factory``, as a user's would b
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,40 @@ class TokenLM(nn.Module):
 
 def token_lm():
     return TokenLM()
+
+
+class AttentionLM(TokenLM):
+    """TokenLM with one causal self-attention layer through F.scaled_dot_product_attention,
+    whose fused CPU kernel (what HuggingFace models call) has no double backward; ``eager``
+    writes the same attention out with a softmax."""
+
+    def __init__(self, eager=False):
+        super().__init__()
+        self.eager = eager
+        self.qkv = nn.Linear(4, 12)
+
+    def forward(self, input_ids, labels):
+        h = torch.tanh(self.emb(input_ids))
+        q, k, v = self.qkv(h).unsqueeze(1).chunk(3, -1)  # (B, 1 head, T, 4)
+        if self.eager:
+            T = q.shape[-2]
+            mask = torch.ones(T, T, dtype=torch.bool).tril()
+            scores = (q @ k.transpose(-1, -2) / 2.0).masked_fill(~mask, float("-inf"))
+            a = scores.softmax(-1) @ v
+        else:
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        logits = self.out(h + a.squeeze(1))
+        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11),
+                                           labels[:, 1:].reshape(-1))
+        return {"loss": loss, "logits": logits}
+
+
+def attention_lm():
+    return AttentionLM()
+
+
+def attention_lm_eager():
+    return AttentionLM(eager=True)
 
 
 def tokens():
@@ -192,6 +227,42 @@ def test_dict_batches_use_the_models_own_loss_and_skip_the_input_jacobian(here, 
     out = capsys.readouterr().out
     assert "3 batch(es)" in out and "not measured" in out
     assert "sensitivity" not in the_run(here).result
+
+
+def test_a_model_with_fused_attention_gets_its_curvature_from_the_math_kernel(here):
+    """F.scaled_dot_product_attention picks a fused kernel with no double backward on the
+    CPU; curvature probes run it on its math backend, the same function as eager attention."""
+    args = ["--data", "usermodels:tokens", "--probe", "hessian,trace,density,grad-norm"]
+    assert probe(here, "usermodels:attention_lm", *args) == 0
+    fused = the_run(here).result
+    assert probe(here, "usermodels:attention_lm_eager", *args) == 0
+    eager = the_run(here).result
+    assert np.isfinite(fused["hessian.values"]).all()
+    np.testing.assert_allclose(fused["hessian.values"], eager["hessian.values"], rtol=1e-4)
+    np.testing.assert_allclose(fused["trace.values"], eager["trace.values"], rtol=1e-3)
+    np.testing.assert_allclose(fused["grad_norm"], eager["grad_norm"], rtol=1e-5)
+
+
+def test_the_huggingface_example_is_probed_from_its_config_and_its_factory(here, capsys,
+                                                                         monkeypatch):
+    """examples/hf_causal_lm.py with examples/tiny-gpt2/config.json, as its docstring runs it:
+    GPT-2's attention is the fused kernel above, its batches dicts, its loss its own."""
+    pytest.importorskip("transformers")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    data = ["--data", "examples.hf_causal_lm:token_batches", "--probe",
+            "hessian,trace,surface,sensitivity,grad-norm"]
+    assert probe(here, "hf:examples/tiny-gpt2", *data) == 0
+    out = capsys.readouterr()
+    assert "32 samples in 1 batch(es)" in out.out and "not measured" in out.out
+    assert "loss_type" not in out.err  # GPT-2's loss named, not warned about
+    from_config = the_run(here).result
+    assert probe(here, "examples.hf_causal_lm:tiny_gpt2", *data) == 0
+    from_factory = the_run(here).result
+    assert from_config["hessian.values"].shape == (2, 2)
+    assert np.isfinite(from_config["surface.loss"]).all()
+    for key in ("hessian.values", "trace.values", "surface.loss", "grad_norm"):
+        np.testing.assert_allclose(from_factory[key], from_config[key], rtol=1e-5)
 
 
 def test_a_loader_is_streamed_and_agrees_with_the_same_data_in_one_batch(here):

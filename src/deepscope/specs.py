@@ -166,12 +166,16 @@ def _hf_model(path: str) -> nn.Module:
     try:
         if p.is_dir() and any((p / f).exists() for f in ("model.safetensors",
                                                           "pytorch_model.bin")):
-            return transformers.AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
-        config = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
-        return transformers.AutoModelForCausalLM.from_config(config)
+            model = transformers.AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
+        else:
+            config = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
+            model = transformers.AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"hf:{path} is not a causal-LM config or model directory "
                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if getattr(model, "loss_type", "") is None:  # a class name with no loss in it (GPT-2):
+        model.loss_type = "ForCausalLM"  # the loss transformers falls back to, with a warning
+    return model
 
 
 def load_weights(model: nn.Module, path: str) -> str:

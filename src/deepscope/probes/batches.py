@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..params import Selection, check_mode, get_theta, theta_loss, theta_model_loss
 
@@ -255,6 +256,22 @@ def theta_objective(model: nn.Module, loss: Loss, data: Batches, params: Selecti
         return f(theta, x, y)
 
     return pair
+
+
+def twice_differentiable(f: Callable[[Tensor, Batch], Tensor]
+                         ) -> Callable[[Tensor, Batch], Tensor]:
+    """``f`` with ``F.scaled_dot_product_attention`` on its math backend, for probes that
+    differentiate the loss twice (Hessian products, dense Hessians). The fused CPU and CUDA
+    attention kernels, which HuggingFace models and ``nn.MultiheadAttention`` pick by default,
+    have a backward pass with no derivative of its own ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"); the math
+    backend is plain matrix products and a softmax, the same function of θ."""
+
+    def f2(theta: Tensor, batch: Batch) -> Tensor:
+        with sdpa_kernel(SDPBackend.MATH):
+            return f(theta, batch)
+
+    return f2
 
 
 def start(model: nn.Module, loss: Loss, data: Data, dtype: torch.dtype | None = None,

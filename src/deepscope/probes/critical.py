@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from ..params import get_thetas, set_theta
-from .batches import Data, Loss, batches, theta_objective
+from .batches import Data, Loss, batches, theta_objective, twice_differentiable
 from .hessian import ensemble_hessians
 
 # Damping rungs r, relative to each member's largest |λ|, tried at every Newton-type step; 0 is
@@ -120,7 +120,7 @@ def find_critical_point(models: nn.Module | Sequence[nn.Module], loss_fn: Loss, 
     models = [models] if isinstance(models, nn.Module) else list(models)
     stacked = get_thetas(models).to(dtype)
     parts = batches(batch, dtype)  # read once; every loss or gradient below is one pass
-    f = theta_objective(models[0], loss_fn, parts)
+    f = twice_differentiable(theta_objective(models[0], loss_fn, parts))
     M = stacked.shape[0]
     device = stacked.device
     phase_steps = torch.zeros(M, 3, dtype=torch.long, device=device)

@@ -60,6 +60,7 @@ from .batches import (
     start,
     subsets,
     theta_objective,
+    twice_differentiable,
 )
 
 HVP_METHODS = ("fwd-rev", "rev-rev")
@@ -112,6 +113,7 @@ def hvp(model: nn.Module, loss_fn: Loss, batch: Data, *, method: str = "auto",
         raise ValueError(f"unknown hvp method {method!r}; choose from {HVP_METHODS} or 'auto'")
     refuse_batch_norm(model, check_mode(mode))
     f, data, theta = start(model, loss_fn, batch, dtype, params, mode)
+    f = twice_differentiable(f)
     if method == "fwd-rev":
         g = grad(f)
 
@@ -164,7 +166,7 @@ def hessian(model: nn.Module | Sequence[nn.Module], loss_fn: Loss, batch: Data, 
         return ensemble_hessians(model, loss_fn, batch, dtype=dtype, params=params, mode=mode)
     refuse_batch_norm(model, check_mode(mode))
     f, data, theta = start(model, loss_fn, batch, dtype, params, mode)
-    H = sum(w * func_hessian(f)(theta, b) for b, w in data)
+    H = sum(w * func_hessian(twice_differentiable(f))(theta, b) for b, w in data)
     return (H + H.T) / 2
 
 
@@ -188,7 +190,7 @@ def ensemble_hessians(models: Sequence[nn.Module], loss_fn: Loss, batch: Data, *
     leaf = stacked.to(dtype).detach().requires_grad_(True)
     M, P = leaf.shape
     data = batches(batch, dtype)
-    f = theta_objective(models[0], loss_fn, data, params, mode)
+    f = twice_differentiable(theta_objective(models[0], loss_fn, data, params, mode))
     H = torch.zeros(M, P, P, dtype=dtype, device=leaf.device)
     for b, w in data:
         losses = vmap(f, in_dims=(0, None))(leaf, b)
