@@ -115,7 +115,7 @@ def _valid_idx(shape=(4, 28, 28)) -> bytes:
     (_valid_idx() + b"\x00", "extra bytes"),
     (gzip.compress(_valid_idx(), mtime=0)[:-9], "broken gzip"),  # stream cut short
     (gzip.compress(_valid_idx(), mtime=0)[:30], "broken gzip"),
-    (gzip.compress(_valid_idx(), mtime=0)[:-4] + b"\xff\xff\xff\xff", "broken gzip"),  # wrong length
+    (gzip.compress(_valid_idx(), mtime=0)[:-4] + b"\xff\xff\xff\xff", "broken gzip"),  # bad length
     (gzip.compress(_valid_idx(), mtime=0) + b"trailing junk", "broken gzip"),
 ])
 def test_corrupt_files_raise_data_error_naming_file_and_fix(tmp_path, content, problem):
