@@ -19,10 +19,12 @@ ALLOWED = {
     "data": set(),
     "train": {"ensemble", "data", "params"},
     "probes": {"params", "ensemble", "probes"},
+    "specs": {"data", "probes"},
     "context": {"store", "executors", "data"},
-    "studies": {"studies", "context", "data", "models", "params", "plot", "probes", "train"},
+    "studies": {"studies", "context", "data", "models", "params", "plot", "probes", "train",
+                "specs"},
     "report": {"store", "studies", "plot", "context"},
-    "runner": {"context", "data", "executors", "plot", "store", "studies"},
+    "runner": {"context", "data", "executors", "plot", "store", "studies", "specs"},
     "cli": {"runner", "report", "store", "studies", "plot", "context", "executors"},
 }
 
