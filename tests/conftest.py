@@ -25,3 +25,12 @@ def _no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_after():
+    """A command given ``--threads N`` sets this process's torch thread count; put it back, so
+    that a later test's in-process computation is not run at another count (results at
+    different thread counts differ in the last bits)."""
+    yield
+    torch.set_num_threads(1)
