@@ -178,9 +178,9 @@ def _hf_model(path: str) -> nn.Module:
     return model
 
 
-def load_weights(model: nn.Module, path: str) -> str:
+def load_weights(model: nn.Module, path: str) -> None:
     """Load the state dict in ``path`` (``.pt``/``.pth`` or ``.safetensors``) into ``model``
-    strictly; return the file's SHA-256.
+    strictly (the loaded parameters enter :func:`model_identity`).
 
     Raises:
         UsageError: no such file, an unknown suffix, a file that is not a state dict of
@@ -216,7 +216,6 @@ def load_weights(model: nn.Module, path: str) -> str:
         first = str(e).splitlines()
         detail = " ".join(s.strip() for s in first[1:3]) if len(first) > 1 else first[0]
         raise UsageError(f"--weights {path} does not fit MODEL: {detail[:300]}") from None
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d | None:
@@ -232,7 +231,7 @@ class ProbeData:
     """The data a probe reads: ``data`` (one batch or a re-iterable of batches, as every
     probe takes it), ``inputs`` (the model inputs, for the input-Jacobian; None for dict
     batches), ``samples`` and ``batches`` counted, ``num_classes`` (None: unknown or not a
-    classification), ``channels`` of image inputs, and a one-line ``description``."""
+    classification) and ``channels`` of image inputs."""
 
     data: Any
     inputs: Tensor | None
@@ -240,7 +239,6 @@ class ProbeData:
     batches: int
     num_classes: int | None
     channels: int | None
-    description: str
 
 
 class _First:
@@ -293,21 +291,18 @@ def load_data(spec: str, *, samples: int, batch_size: int | None = None, seed: i
                              f"{suggest(spec, list(CLASSIFICATION_SETS))}")
         d = load_set(spec, subset=samples, test_subset=10, seed=seed, data_dir=data_dir,
                      download=download)
-        return _from_tensors(d.x_train, d.y_train, batch_size, d.num_classes,
-                             f"{spec}, {len(d.x_train)} stratified training samples (seed "
-                             f"{seed})")
+        return _from_tensors(d.x_train, d.y_train, batch_size, d.num_classes, spec)
     fn = _callable(spec, "DATA")
     try:
         out = fn()
     except Exception as e:
         raise UsageError(f"DATA {spec}() raised {type(e).__name__}: {e}") from None
     if isinstance(out, Data):
-        x, y = out.x_train[:samples], out.y_train[:samples]
-        return _from_tensors(x, y, batch_size, out.num_classes,
-                             f"{spec}() ({out.name}), its first {len(x)} training samples")
+        return _from_tensors(out.x_train[:samples], out.y_train[:samples], batch_size,
+                             out.num_classes, spec)
     if isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out):
-        x, y = out[0][:samples], out[1][:samples]
-        return _from_tensors(x, y, batch_size, _classes(y), f"{spec}(), first {len(x)} samples")
+        y = out[1][:samples]
+        return _from_tensors(out[0][:samples], y, batch_size, _classes(y), spec)
     if isinstance(out, torch.utils.data.Dataset) and hasattr(out, "__len__") and hasattr(
             out, "__getitem__") and not isinstance(out, torch.utils.data.IterableDataset):
         n = min(samples, len(out))
@@ -321,20 +316,20 @@ def load_data(spec: str, *, samples: int, batch_size: int | None = None, seed: i
         raise UsageError(f"DATA {spec}() returned a one-shot iterator; probes read the data "
                          "once per pass: return a list or a DataLoader")
     stream = _First(out, samples)
-    n = count = 0
-    first = None
-    for b in stream:
-        first = b if first is None else first
-        n, count = n + batch_size_or_fail(b, spec), count + 1
-    if first is None:
+    n, xs, ys = 0, [], []
+    for b in stream:  # one pass: sizes, and the inputs and targets of (x, y) batches
+        n += batch_size_or_fail(b, spec)
+        pair = isinstance(b, tuple | list) and len(b) >= 2 and all(
+            isinstance(t, Tensor) for t in b[:2])
+        xs.append(b[0] if pair else None)
+        ys.append(b[1] if pair else None)
+    if not xs:
         raise UsageError(f"DATA {spec}() gave no batches")
-    pair = isinstance(first, tuple | list) and len(first) >= 2 and all(
-        isinstance(t, Tensor) for t in first[:2])
-    inputs = torch.cat([b[0] for b in stream]) if pair else None
-    classes = _classes(torch.cat([b[1] for b in stream])) if pair else None
-    data = stream if count > 1 else first
-    return ProbeData(data, inputs, n, count, classes, _channels(inputs),
-                     f"{spec}(), first {n} samples in {count} batch(es)")
+    pairs = all(x is not None for x in xs)
+    inputs = torch.cat(xs) if pairs else None
+    classes = _classes(torch.cat(ys)) if pairs else None
+    data = stream if len(xs) > 1 else next(iter(stream))
+    return ProbeData(data, inputs, n, len(xs), classes, _channels(inputs))
 
 
 def batch_size_or_fail(batch: Any, spec: str) -> int:
@@ -356,13 +351,12 @@ def _channels(x: Tensor | None) -> int | None:
 
 
 def _from_tensors(x: Tensor, y: Tensor, size: int | None, classes: int | None,
-                  description: str) -> ProbeData:
+                  spec: str) -> ProbeData:
     if not len(x):
-        raise UsageError(f"DATA has no samples ({description})")
+        raise UsageError(f"DATA {spec} has no samples")
     data = _chunks(x, y, size)
     count = 1 if isinstance(data, tuple) else len(data)
-    return ProbeData(data, x, len(x), count, classes, _channels(x),
-                     description + (f" in {count} batches of ≤ {size}" if count > 1 else ""))
+    return ProbeData(data, x, len(x), count, classes, _channels(x))
 
 
 def fit_channels(model: nn.Module, channels: int | None) -> int | None:

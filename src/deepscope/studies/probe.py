@@ -121,7 +121,6 @@ class Setup:
     pd: specs.ProbeData
     repeat: int | None
     built: specs.Built
-    weights_sha256: str | None
 
 
 def setup(cfg: Config, device: torch.device | str = "cpu", data_dir: Path | None = None,
@@ -138,7 +137,8 @@ def setup(cfg: Config, device: torch.device | str = "cpu", data_dir: Path | None
     torch.manual_seed(cfg.seed)  # a factory's random initialisation: the same θ every time
     built = specs.build_model(cfg.model, num_classes=pd.num_classes, in_channels=pd.channels)
     model = built.model
-    sha = specs.load_weights(model, cfg.weights) if cfg.weights else None
+    if cfg.weights:
+        specs.load_weights(model, cfg.weights)
     try:
         probed = select(model, cfg.params)
     except ValueError as e:
@@ -157,7 +157,7 @@ def setup(cfg: Config, device: torch.device | str = "cpu", data_dir: Path | None
     loss = _loss(cfg.loss, pd)
     _check_fit(model, data, loss, cfg)
     return Setup(model, data, None if inputs is None else inputs.to(device), loss, probed, pd,
-                 repeat, built, sha)
+                 repeat, built)
 
 
 def _loss(name: str, pd: specs.ProbeData) -> Any:
